@@ -1,0 +1,36 @@
+# The two commands: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-fast install run-worker run-bot clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Bring up the whole stack on embedded defaults and push one generation through it.
+demo: $(STAMP)
+	$(PY) -m tests.demo
+
+## Every test, on a real Temporal dev server, a real Postgres and the real aiogram client.
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+## Everything except the slow end-to-end suites.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not e2e"
+
+run-worker: $(STAMP)
+	$(PY) worker.py
+
+run-bot: $(STAMP)
+	$(PY) bot.py
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache

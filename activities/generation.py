@@ -1,0 +1,184 @@
+"""Activities of GenerationWorkflow: thin adapters over imagegen's domain code.
+
+One instance per worker process holds the shared resources (asyncpg pool, aiogram Bot, Kie client,
+settings), all created inside the running loop by worker.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from aiogram import Bot
+from aiogram.exceptions import TelegramBadRequest
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from imagegen import texts
+from imagegen.callbacks import callback_url
+from imagegen.contracts import (
+    CreateTaskInput,
+    DeliverInput,
+    DeliverResult,
+    FinishInput,
+    PollInput,
+    PollResult,
+)
+from imagegen.delivery import (
+    PermanentDeliveryError,
+    RetryableDeliveryError,
+    classify_telegram_error,
+    send_result,
+)
+from imagegen.jobs import JobRepository
+from imagegen.kie import KieClient, KieError, parse_kie_state
+from imagegen.logs import log_event
+from imagegen.models import MODELS
+from imagegen.settings import Settings
+
+
+class GenerationActivities:
+    def __init__(self, *, settings: Settings, repo: JobRepository, kie: KieClient, bot: Bot):
+        self.settings = settings
+        self.repo = repo
+        self.kie = kie
+        self.bot = bot
+
+    @activity.defn(name="create_task")
+    async def create_task(self, inp: CreateTaskInput) -> str:
+        """Record the job and create the Kie task; on a retry, reuse the task already created."""
+        model = MODELS[inp.model]
+        job = await self.repo.create_job(
+            job_id=inp.job_id,
+            workflow_id=inp.workflow_id,
+            user_id=inp.user_id,
+            chat_id=inp.chat_id,
+            model=inp.model,
+            prompt=inp.prompt,
+            aspect_ratio=inp.aspect_ratio,
+            status_message_id=inp.status_message_id,
+        )
+        if job["external_task_id"]:
+            return job["external_task_id"]
+        try:
+            task_id = await self.kie.create_task(
+                model=model.kie_model,
+                prompt=inp.prompt,
+                aspect_ratio=inp.aspect_ratio,
+                callback_url=callback_url(self.settings.public_base_url, self.settings.callback_secret, inp.job_id),
+            )
+        except KieError as exc:
+            log_event(inp.job_id, "JOB_CREATE_FAILED", code=exc.code, retryable=exc.retryable, error=exc.message)
+            if not exc.retryable:
+                await self.repo.set_state(inp.job_id, "fail", error=str(exc))
+                raise ApplicationError(str(exc), type="KieRejected", non_retryable=True) from exc
+            delay = timedelta(seconds=10) if exc.code == 429 else None
+            raise ApplicationError(str(exc), type="KieUnavailable", next_retry_delay=delay) from exc
+        await self.repo.set_task_id(inp.job_id, task_id)
+        log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, model=model.kie_model,
+                  aspect_ratio=inp.aspect_ratio)
+        return task_id
+
+    @activity.defn(name="poll_task")
+    async def poll_task(self, inp: PollInput) -> PollResult:
+        """Ask recordInfo once. Kie errors are reported as state "error", not raised: a missed tick."""
+        try:
+            payload = await self.kie.record_info(inp.task_id)
+        except KieError as exc:
+            log_event(inp.job_id, "POLL_TICK", i=inp.tick, task_id=inp.task_id, reason=inp.reason, state="error",
+                      error=str(exc))
+            return PollResult("error", [], str(exc))
+        state, urls, error = parse_kie_state(payload)
+        log_event(inp.job_id, "POLL_TICK", i=inp.tick, task_id=inp.task_id, reason=inp.reason, state=state,
+                  urls=len(urls), **({"error": error} if error else {}))
+        if state in ("success", "fail"):
+            await self.repo.set_state(inp.job_id, state, error=error or None, result_urls=urls)
+        return PollResult(state, urls, error)
+
+    @activity.defn(name="deliver")
+    async def deliver(self, inp: DeliverInput) -> DeliverResult:
+        """Take the lock, send with the 3-level fallback, mark delivered only after Telegram accepted."""
+        info = activity.info()
+        owner = f"{info.workflow_id}#{info.attempt}#{uuid.uuid4().hex[:8]}"
+        lock = await self.repo.try_acquire_delivery_lock(inp.job_id, owner, self.settings.delivery_lease_seconds)
+        if lock.outcome == "delivered":
+            log_event(inp.job_id, "DELIVER_LOCK_SKIP", reason="already delivered")
+            return DeliverResult("skipped", lock.job.get("delivery_level") or "", lock.job.get("delivered_message_id"))
+        if lock.outcome == "missing":
+            raise ApplicationError(f"job {inp.job_id} not found", type="PermanentDeliveryError", non_retryable=True)
+        if lock.outcome == "busy":
+            log_event(inp.job_id, "DELIVER_LOCK_SKIP", reason="another owner is delivering", owner=lock.job["delivery_owner"])
+            raise ApplicationError("delivery lock held by another owner", type="DeliveryLockBusy")
+
+        log_event(inp.job_id, "DELIVER_LOCK_WIN", owner=owner)
+        model = MODELS[inp.model]
+        log_event(inp.job_id, "DELIVER_START", chat_id=inp.chat_id, attempt=info.attempt)
+        try:
+            result = await send_result(
+                self.bot,
+                inp.chat_id,
+                inp.url,
+                caption=texts.PHOTO_CAPTION.format(model=model.title, ratio=inp.aspect_ratio),
+                link_text=texts.RESULT_LINK.format(url=inp.url),
+                corr_id=inp.job_id,
+                max_bytes=self.settings.download_max_bytes,
+                download_timeout=self.settings.download_timeout_seconds,
+            )
+        except PermanentDeliveryError as exc:
+            await self.repo.mark_undeliverable(inp.job_id, owner, str(exc))
+            log_event(inp.job_id, "DELIVER_FAILED", permanent=True, error=str(exc))
+            raise ApplicationError(str(exc), type="PermanentDeliveryError", non_retryable=True) from exc
+        except RetryableDeliveryError as exc:
+            await self.repo.release_delivery_lock(inp.job_id, owner, error=str(exc))
+            log_event(inp.job_id, "DELIVER_RETRY", error=str(exc), retry_after=exc.retry_after or "")
+            delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
+            raise ApplicationError(str(exc), type="RetryableDeliveryError", next_retry_delay=delay) from exc
+        except BaseException:
+            await self.repo.release_delivery_lock(inp.job_id, owner)
+            raise
+        log_event(inp.job_id, "DELIVER_OK", level=result.level, message_id=result.message_id)
+        held = await self.repo.mark_delivered(inp.job_id, owner, message_id=result.message_id, level=result.level)
+        log_event(inp.job_id, "MARK_DELIVERED", message_id=result.message_id, lock_held=held)
+        return DeliverResult("delivered", result.level, result.message_id)
+
+    @activity.defn(name="finish")
+    async def finish(self, inp: FinishInput) -> None:
+        """Record the outcome and edit the user's status message to its final text."""
+        if inp.outcome in ("timeout", "error"):
+            await self.repo.set_state(inp.job_id, inp.outcome, error=inp.detail or None)
+        text = {
+            "done": texts.STATUS_DONE,
+            "failed": texts.STATUS_FAILED.format(reason=inp.detail or "неизвестная ошибка"),
+            "timeout": texts.STATUS_TIMEOUT,
+            "error": texts.STATUS_ERROR,
+        }.get(inp.outcome)
+        log_event(inp.job_id, "FINISHED", outcome=inp.outcome, **({"detail": inp.detail} if inp.detail else {}))
+        if text is None:  # undeliverable: the user cannot be reached
+            return
+        await self._show_status(inp.job_id, inp.chat_id, inp.status_message_id, text)
+
+    async def _show_status(self, job_id: str, chat_id: int, message_id: int | None, text: str) -> None:
+        try:
+            if message_id is not None:
+                await self.bot.edit_message_text(text=text, chat_id=chat_id, message_id=message_id)
+            else:
+                await self.bot.send_message(chat_id, text)
+        except TelegramBadRequest as exc:
+            if "not modified" in exc.message:
+                return  # already shows this text (a retried attempt)
+            if message_id is not None and "not found" in exc.message:
+                await self.bot.send_message(chat_id, text)  # the status message was deleted
+                return
+            raise ApplicationError(f"status update refused: {exc.message}", non_retryable=True) from exc
+        except Exception as exc:
+            mapped = classify_telegram_error(exc)
+            if isinstance(mapped, PermanentDeliveryError):
+                raise ApplicationError(str(mapped), non_retryable=True) from exc
+            delay = None
+            if isinstance(mapped, RetryableDeliveryError) and mapped.retry_after:
+                delay = timedelta(seconds=mapped.retry_after)
+            raise ApplicationError(str(mapped or exc), next_retry_delay=delay) from exc
+        log_event(job_id, "STATUS_UPDATED", text=text[:40])
+
+    def all(self) -> list:
+        return [self.create_task, self.poll_task, self.deliver, self.finish]

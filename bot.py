@@ -1,0 +1,26 @@
+"""Bot entry point: the Telegram conversation (long polling) and the Kie callback endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from imagegen.logs import setup_logging
+from imagegen.settings import Settings, SettingsError
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"bot: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    from imagegen.bot.app import run_bot
+
+    asyncio.run(run_bot(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

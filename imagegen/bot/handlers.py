@@ -1,0 +1,190 @@
+"""The conversation: /start → model → prompt → aspect ratio → GenerationWorkflow.
+
+One Router; state in an aiogram StatesGroup; buttons are CallbackData factories.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import unicodedata
+
+from aiogram import F, Router
+from aiogram.filters import Command, CommandStart, StateFilter
+from aiogram.filters.callback_data import CallbackData
+from aiogram.fsm.context import FSMContext
+from aiogram.fsm.state import State, StatesGroup
+from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from imagegen import texts
+from imagegen.contracts import GenerationInput, workflow_id_for
+from imagegen.logs import log_event
+from imagegen.models import MODELS, get_model
+from imagegen.settings import Settings
+
+router = Router(name="generation")
+log = logging.getLogger("imagegen.bot")
+
+
+class Flow(StatesGroup):
+    choosing_model = State()
+    writing_prompt = State()
+    choosing_ratio = State()
+
+
+class ModelChoice(CallbackData, prefix="model"):
+    key: str
+
+
+class RatioChoice(CallbackData, prefix="ratio"):
+    ratio: str  # "16x9": ':' is CallbackData's separator
+
+    @property
+    def aspect_ratio(self) -> str:
+        return self.ratio.replace("x", ":")
+
+
+def models_keyboard() -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(
+        inline_keyboard=[
+            [InlineKeyboardButton(text=m.title, callback_data=ModelChoice(key=m.key).pack())] for m in MODELS.values()
+        ]
+    )
+
+
+def ratios_keyboard(model_key: str) -> InlineKeyboardMarkup:
+    model = MODELS[model_key]
+    row = [
+        InlineKeyboardButton(text=r, callback_data=RatioChoice(ratio=r.replace(":", "x")).pack())
+        for r in model.aspect_ratios
+    ]
+    return InlineKeyboardMarkup(inline_keyboard=[row])
+
+
+def job_id_for(chat_id: int, message_id: int) -> str:
+    """Deterministic per request (the ratio keyboard message), so a double press is one generation."""
+    return hashlib.sha256(f"{chat_id}:{message_id}".encode()).hexdigest()[:16]
+
+
+def prompt_problem(prompt: str, limit: int) -> str | None:
+    """A friendly message when the prompt cannot be sent to Kie; None when it is fine."""
+    if not prompt.strip():
+        return texts.PROMPT_EMPTY
+    if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in prompt):
+        return texts.PROMPT_BAD_CHARS
+    if len(prompt.strip()) > limit:
+        return texts.PROMPT_TOO_LONG.format(length=len(prompt.strip()), limit=limit)
+    return None
+
+
+@router.message(CommandStart())
+@router.message(Command("new"))
+async def on_start(message: Message, state: FSMContext) -> None:
+    await state.clear()
+    await state.set_state(Flow.choosing_model)
+    await message.answer(texts.WELCOME, reply_markup=models_keyboard())
+
+
+@router.callback_query(ModelChoice.filter())
+async def on_model(query: CallbackQuery, callback_data: ModelChoice, state: FSMContext) -> None:
+    model = get_model(callback_data.key)
+    if model is None or query.message is None:
+        await query.answer(texts.STALE_BUTTON, show_alert=True)
+        return
+    await state.set_state(Flow.writing_prompt)
+    await state.update_data(model=model.key)
+    await query.message.edit_text(texts.ASK_PROMPT.format(model=model.title, limit=model.max_prompt_chars))
+    await query.answer()
+
+
+@router.message(StateFilter(Flow.writing_prompt), F.text)
+async def on_prompt(message: Message, state: FSMContext) -> None:
+    data = await state.get_data()
+    model = get_model(data.get("model", ""))
+    if model is None:
+        await state.clear()
+        await message.answer(texts.START_FIRST)
+        return
+    problem = prompt_problem(message.text, model.max_prompt_chars)
+    if problem:
+        await message.answer(problem)
+        return
+    await state.update_data(prompt=message.text.strip())
+    await state.set_state(Flow.choosing_ratio)
+    await message.answer(texts.ASK_RATIO, reply_markup=ratios_keyboard(model.key))
+
+
+@router.message(StateFilter(Flow.writing_prompt))
+async def on_prompt_not_text(message: Message) -> None:
+    await message.answer(texts.NEED_TEXT)
+
+
+@router.callback_query(RatioChoice.filter(), StateFilter(Flow.choosing_ratio))
+async def on_ratio(
+    query: CallbackQuery, callback_data: RatioChoice, state: FSMContext, temporal: Client, settings: Settings
+) -> None:
+    data = await state.get_data()
+    model = get_model(data.get("model", ""))
+    prompt = data.get("prompt")
+    ratio = callback_data.aspect_ratio
+    if model is None or not prompt or ratio not in model.aspect_ratios or query.message is None:
+        await query.answer(texts.STALE_BUTTON, show_alert=True)
+        return
+    chat_id = query.message.chat.id
+    status_message_id = query.message.message_id
+    job_id = job_id_for(chat_id, status_message_id)
+    await state.clear()
+    await query.message.edit_text(texts.STATUS_STARTED.format(model=model.title, ratio=ratio))
+    inp = GenerationInput(
+        job_id=job_id,
+        user_id=query.from_user.id,
+        chat_id=chat_id,
+        model=model.key,
+        prompt=prompt,
+        aspect_ratio=ratio,
+        status_message_id=status_message_id,
+        poll_schedule=[[u, i] for u, i in settings.poll_schedule],
+    )
+    try:
+        await temporal.start_workflow(
+            "GenerationWorkflow",
+            inp,
+            id=workflow_id_for(job_id),
+            task_queue=settings.temporal_task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        )
+    except WorkflowAlreadyStartedError:
+        log_event(job_id, "JOB_DUPLICATE_REQUEST", user_id=query.from_user.id)
+        await query.answer(texts.ALREADY_STARTED)
+        return
+    except Exception as exc:
+        log_event(job_id, "JOB_START_FAILED", level=logging.ERROR, error=f"{type(exc).__name__}: {exc}")
+        await query.message.edit_text(texts.START_FAILED)
+        await query.answer()
+        return
+    log_event(job_id, "JOB_SUBMITTED", workflow_id=workflow_id_for(job_id), user_id=query.from_user.id,
+              model=model.key, aspect_ratio=ratio, prompt_chars=len(prompt))
+    await query.answer()
+
+
+@router.callback_query(RatioChoice.filter())
+async def on_ratio_stale(query: CallbackQuery) -> None:
+    """A ratio button from an old menu, or pressed again after the generation started."""
+    if query.message is not None:
+        job_id = job_id_for(query.message.chat.id, query.message.message_id)
+        log_event(job_id, "STALE_BUTTON", user_id=query.from_user.id)
+    await query.answer(texts.STALE_BUTTON)
+
+
+@router.callback_query()
+async def on_unknown_button(query: CallbackQuery) -> None:
+    await query.answer(texts.STALE_BUTTON)
+
+
+@router.message()
+async def on_other_message(message: Message) -> None:
+    await message.answer(texts.START_FIRST)

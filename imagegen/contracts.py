@@ -1,0 +1,93 @@
+"""Data passed between the bot, the workflow and the activities (Temporal payloads).
+
+Plain dataclasses only: this module is imported inside the workflow sandbox. Nothing secret goes
+in here, since every field lands in the workflow's event history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+def workflow_id_for(job_id: str) -> str:
+    return f"zimage-{job_id}"
+
+
+@dataclass
+class GenerationInput:
+    job_id: str
+    user_id: int
+    chat_id: int
+    model: str  # key in imagegen.models.MODELS
+    prompt: str
+    aspect_ratio: str
+    status_message_id: int | None = None
+    # [[until_seconds, interval_seconds], ...]: see imagegen.settings.DEFAULT_POLL_SCHEDULE
+    poll_schedule: list[list[float]] = field(default_factory=lambda: [[30, 3], [120, 8], [900, 20]])
+
+
+@dataclass
+class CallbackSignal:
+    task_id: str | None
+    state: str  # as the callback claimed; only a hint, recordInfo is the truth
+
+
+@dataclass
+class CreateTaskInput:
+    job_id: str
+    workflow_id: str
+    user_id: int
+    chat_id: int
+    model: str
+    prompt: str
+    aspect_ratio: str
+    status_message_id: int | None
+
+
+@dataclass
+class PollInput:
+    job_id: str
+    task_id: str
+    tick: int
+    reason: str  # "timer" | "callback"
+
+
+@dataclass
+class PollResult:
+    state: str  # waiting/queuing/generating/success/fail, or unknown/invalid/error
+    result_urls: list[str]
+    error: str
+
+
+@dataclass
+class DeliverInput:
+    job_id: str
+    chat_id: int
+    url: str
+    model: str
+    aspect_ratio: str
+
+
+@dataclass
+class DeliverResult:
+    outcome: str  # "delivered" | "skipped" (someone else delivered it)
+    level: str = ""  # "url" | "bytes" | "text"
+    message_id: int | None = None
+
+
+@dataclass
+class FinishInput:
+    job_id: str
+    chat_id: int
+    status_message_id: int | None
+    outcome: str  # done | failed | timeout | error | undeliverable
+    detail: str = ""
+
+
+@dataclass
+class GenerationResult:
+    job_id: str
+    outcome: str  # done | failed | timeout | error | undeliverable
+    task_id: str | None = None
+    detail: str = ""
+    delivery_level: str = ""

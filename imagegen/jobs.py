@@ -1,0 +1,166 @@
+"""Job repository over an asyncpg pool, including the atomic delivery lock.
+
+The lock: one UPDATE takes it (``delivering_at = now(), delivery_owner = <token>``) only while the
+job is undelivered and nobody holds a live lease. ``delivered_at`` is set only after Telegram has
+accepted the photo, in the same statement that records the Telegram message id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+_COLUMNS = (
+    "id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, external_task_id, state, "
+    "result_urls, error, status_message_id, delivering_at, delivery_owner, delivered_at, "
+    "delivered_message_id, delivery_level, created_at, updated_at"
+)
+
+
+@dataclass(frozen=True)
+class LockResult:
+    """Outcome of try_acquire_delivery_lock.
+
+    outcome: "won" (job is the locked row), "delivered" (someone delivered it already),
+    "busy" (another owner holds a live lease), "missing" (no such job).
+    """
+
+    outcome: str
+    job: dict[str, Any] | None = None
+
+
+class JobRepository:
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+
+    async def create_job(
+        self,
+        *,
+        job_id: str,
+        workflow_id: str,
+        user_id: int,
+        chat_id: int,
+        model: str,
+        prompt: str,
+        aspect_ratio: str,
+        status_message_id: int | None,
+    ) -> dict[str, Any]:
+        """Insert the job, or return the existing row when it was inserted before (idempotent)."""
+        row = await self.pool.fetchrow(
+            f"""
+            INSERT INTO generation_jobs (id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (id) DO NOTHING
+            RETURNING {_COLUMNS}
+            """,
+            job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
+        )
+        if row is None:
+            row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1", job_id)
+        return dict(row)
+
+    async def get(self, job_id: str) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1", job_id)
+        return dict(row) if row else None
+
+    async def get_by_task_id(self, task_id: str) -> dict[str, Any] | None:
+        row = await self.pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM generation_jobs WHERE external_task_id = $1", task_id
+        )
+        return dict(row) if row else None
+
+    async def set_task_id(self, job_id: str, task_id: str) -> None:
+        await self.pool.execute(
+            "UPDATE generation_jobs SET external_task_id = $2, state = 'submitted', updated_at = now()"
+            " WHERE id = $1",
+            job_id, task_id,
+        )
+
+    async def set_state(
+        self, job_id: str, state: str, *, error: str | None = None, result_urls: list[str] | None = None
+    ) -> None:
+        """Record a generation outcome. Never moves a delivered job out of 'delivered'."""
+        await self.pool.execute(
+            """
+            UPDATE generation_jobs
+               SET state = $2, error = COALESCE($3, error),
+                   result_urls = COALESCE($4, result_urls), updated_at = now()
+             WHERE id = $1 AND delivered_at IS NULL
+            """,
+            job_id, state, error, result_urls,
+        )
+
+    # -- the delivery lock ---------------------------------------------------------------------
+
+    async def try_acquire_delivery_lock(self, job_id: str, owner: str, lease_seconds: float) -> LockResult:
+        row = await self.pool.fetchrow(
+            f"""
+            UPDATE generation_jobs
+               SET delivering_at = now(), delivery_owner = $2, updated_at = now()
+             WHERE id = $1
+               AND delivered_at IS NULL
+               AND (delivering_at IS NULL OR delivering_at < now() - make_interval(secs => $3))
+            RETURNING {_COLUMNS}
+            """,
+            job_id, owner, float(lease_seconds),
+        )
+        if row is not None:
+            return LockResult("won", dict(row))
+        current = await self.get(job_id)
+        if current is None:
+            return LockResult("missing")
+        if current["delivered_at"] is not None:
+            return LockResult("delivered", current)
+        return LockResult("busy", current)
+
+    async def mark_delivered(self, job_id: str, owner: str, *, message_id: int | None, level: str) -> bool:
+        """Record the accepted photo. Clears the lock only if `owner` still holds it.
+
+        Returns True when this owner still held the lock; False when its lease had been taken over
+        (the delivery is recorded anyway, since Telegram accepted it; the new holder will find the
+        job delivered when it tries to mark it).
+        """
+        row = await self.pool.fetchrow(
+            """
+            UPDATE generation_jobs
+               SET delivered_at = now(), delivered_message_id = $3, delivery_level = $4,
+                   state = 'delivered', error = NULL, updated_at = now(),
+                   delivering_at  = CASE WHEN delivery_owner = $2 THEN NULL ELSE delivering_at END,
+                   delivery_owner = CASE WHEN delivery_owner = $2 THEN NULL ELSE delivery_owner END
+             WHERE id = $1 AND delivered_at IS NULL
+            RETURNING (delivery_owner IS NULL) AS held
+            """,
+            job_id, owner, message_id, level,
+        )
+        return bool(row and row["held"])
+
+    async def release_delivery_lock(self, job_id: str, owner: str, *, error: str | None = None) -> bool:
+        """Give the lock back after a failed attempt, only if `owner` still holds it."""
+        result = await self.pool.execute(
+            """
+            UPDATE generation_jobs
+               SET delivering_at = NULL, delivery_owner = NULL, error = COALESCE($3, error), updated_at = now()
+             WHERE id = $1 AND delivery_owner = $2 AND delivered_at IS NULL
+            """,
+            job_id, owner, error,
+        )
+        return result.endswith(" 1")
+
+    async def mark_undeliverable(self, job_id: str, owner: str, error: str) -> None:
+        """Telegram refused for good (e.g. the user blocked the bot): record it and drop the lock."""
+        await self.pool.execute(
+            """
+            UPDATE generation_jobs
+               SET state = 'undeliverable', error = $3, updated_at = now(),
+                   delivering_at  = CASE WHEN delivery_owner = $2 THEN NULL ELSE delivering_at END,
+                   delivery_owner = CASE WHEN delivery_owner = $2 THEN NULL ELSE delivery_owner END
+             WHERE id = $1 AND delivered_at IS NULL
+            """,
+            job_id, owner, error,
+        )
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)

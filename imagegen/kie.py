@@ -1,0 +1,194 @@
+"""Kie.ai Market jobs API: the client (createTask, recordInfo) and the unified state parser.
+
+The parser reads recordInfo answers and callbacks alike (their shapes differ, see
+shared/reference/kie-api.md) and never raises: bad input gives state ``invalid`` with a reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, NamedTuple
+
+import aiohttp
+
+KNOWN_STATES = ("waiting", "queuing", "generating", "success", "fail")
+PENDING_STATES = ("waiting", "queuing", "generating")
+
+# Body codes Kie documents. Retryable: worth asking again later; the rest need a human or a new input.
+RETRYABLE_CODES = {429, 433, 455, 500, 502, 503, 504}
+CODE_MEANINGS = {
+    401: "unauthorized",
+    402: "insufficient credits",
+    404: "not found",
+    422: "validation error",
+    429: "rate limited",
+    433: "sub-key over limit",
+    455: "service maintenance",
+    500: "server error",
+    501: "generation failed",
+    505: "feature disabled",
+}
+
+
+class KieState(NamedTuple):
+    state: str  # one of KNOWN_STATES, or "unknown" (unrecognised state) / "invalid" (unreadable payload)
+    result_urls: list[str]
+    error: str  # failMsg, or why the payload could not be read; "" when fine
+
+
+def extract_task_id(payload: Any) -> str | None:
+    """Task id from ``taskId``, ``data.taskId`` or ``data.task_id``; None when absent."""
+    if not isinstance(payload, dict):
+        return None
+    candidates = [payload.get("taskId")]
+    data = payload.get("data")
+    if isinstance(data, dict):
+        candidates += [data.get("taskId"), data.get("task_id")]
+    for value in candidates:
+        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+            return str(value).strip()
+    return None
+
+
+def _message(obj: dict) -> str:
+    for key in ("msg", "message"):
+        value = obj.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def _result_urls(raw: Any) -> tuple[list[str], str]:
+    """Parse resultJson (a JSON string; tolerate a dict, "" and invalid JSON) → (urls, problem)."""
+    if raw is None or raw == "":
+        return [], "resultJson empty"
+    obj = raw
+    if isinstance(raw, str):
+        try:
+            obj = json.loads(raw)
+        except (ValueError, RecursionError):
+            return [], "resultJson is not valid JSON"
+    if not isinstance(obj, dict):
+        return [], "resultJson is not an object"
+    urls = obj.get("resultUrls")
+    if not isinstance(urls, list):
+        return [], "resultJson has no resultUrls list"
+    good = [u.strip() for u in urls if isinstance(u, str) and u.strip().lower().startswith(("http://", "https://"))]
+    if not good:
+        return [], "resultUrls has no http(s) URL"
+    return good, ""
+
+
+def parse_kie_state(payload: Any) -> KieState:
+    """(state, result_urls, error) from a recordInfo answer or a callback body. Never raises."""
+    try:
+        return _parse(payload)
+    except Exception as exc:  # defensive: a parser bug must not take a handler down
+        return KieState("invalid", [], f"parser error: {type(exc).__name__}")
+
+
+def _parse(payload: Any) -> KieState:
+    if not isinstance(payload, dict):
+        return KieState("invalid", [], f"payload is {type(payload).__name__}, not an object")
+    code = payload.get("code")
+    data = payload.get("data")
+    if not isinstance(data, dict):
+        detail = _message(payload)
+        return KieState("invalid", [], f"no data object (code={code} msg={detail or '-'})")
+
+    raw_state = data.get("state")
+    if isinstance(raw_state, str) and raw_state.strip():
+        state = raw_state.strip().lower()
+    elif code == 501:
+        state = "fail"
+    elif code == 200 and data.get("callbackType") == "task_completed":
+        state = "success"  # documented callback shape without a state: a completion notice
+    else:
+        return KieState("invalid", [], f"no state (code={code})")
+
+    if state not in KNOWN_STATES:
+        return KieState("unknown", [], f"unrecognised state {raw_state!r}")
+
+    if state == "fail":
+        fail_code = data.get("failCode")
+        fail_msg = data.get("failMsg") or _message(payload) or "generation failed"
+        error = f"{fail_msg} (failCode {fail_code})" if fail_code not in (None, "") else str(fail_msg)
+        return KieState("fail", [], error)
+
+    if state == "success":
+        urls, problem = _result_urls(data.get("resultJson"))
+        return KieState("success", urls, problem)
+
+    return KieState(state, [], "")
+
+
+class KieError(Exception):
+    """An unsuccessful Kie.ai call. `retryable` says whether asking again later can help."""
+
+    def __init__(self, code: int | None, message: str, *, retryable: bool, http_status: int | None = None):
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+        self.http_status = http_status
+        meaning = CODE_MEANINGS.get(code or 0, "")
+        super().__init__(f"Kie.ai error {code}{' ' + meaning if meaning else ''}: {message}")
+
+
+class KieClient:
+    """Thin aiohttp client. Checks the HTTP status *and* the body code of every answer."""
+
+    def __init__(self, api_base: str, api_key: str, *, timeout: float = 30.0, session: aiohttp.ClientSession | None = None):
+        self._base = api_base.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session = session
+        self._own_session = session is None
+
+    async def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._own_session = True
+        return self._session
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> dict:
+        session = await self._get_session()
+        try:
+            async with session.request(method, self._base + path, headers=self._headers, **kwargs) as resp:
+                status = resp.status
+                text = await resp.text(errors="replace")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise KieError(None, f"network error: {type(exc).__name__}: {exc}", retryable=True) from exc
+        try:
+            body = json.loads(text) if text else None
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            retryable = status >= 500 or status == 429
+            raise KieError(status, f"HTTP {status} with a non-JSON body", retryable=retryable, http_status=status)
+        code = body.get("code")
+        if not isinstance(code, int) or isinstance(code, bool):
+            code = status
+        if status != 200 or code != 200:
+            effective = code if code != 200 else status
+            retryable = effective in RETRYABLE_CODES or status >= 500 or status == 429
+            raise KieError(effective, _message(body) or f"HTTP {status}", retryable=retryable, http_status=status)
+        return body
+
+    async def create_task(self, *, model: str, prompt: str, aspect_ratio: str, callback_url: str | None) -> str:
+        payload: dict[str, Any] = {"model": model, "input": {"prompt": prompt, "aspect_ratio": aspect_ratio}}
+        if callback_url:
+            payload["callBackUrl"] = callback_url
+        body = await self._call("POST", "/api/v1/jobs/createTask", json=payload)
+        task_id = extract_task_id(body)
+        if not task_id:
+            raise KieError(200, "createTask answered without a taskId", retryable=True, http_status=200)
+        return task_id
+
+    async def record_info(self, task_id: str) -> dict:
+        """The raw recordInfo answer; read it with parse_kie_state."""
+        return await self._call("GET", "/api/v1/jobs/recordInfo", params={"taskId": task_id})

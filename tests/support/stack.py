@@ -1,0 +1,118 @@
+"""A whole pipeline inside the test's event loop: Kie and Telegram simulators, the bot's callback
+HTTP server, a Temporal worker (real activities, real aiogram Bot) and optionally the bot's
+dispatcher polling the Telegram simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import asyncpg
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from activities.generation import GenerationActivities
+from imagegen.bot.app import build_dispatcher, start_http
+from imagegen.bot.callback_api import build_http_app
+from imagegen.contracts import GenerationInput, workflow_id_for
+from imagegen.delivery import create_bot
+from imagegen.jobs import JobRepository
+from imagegen.kie import KieClient
+from imagegen.settings import Settings
+from tests.support.kie_sim import KieSimulator
+from tests.support.services import free_port
+from tests.support.telegram_sim import TelegramSimulator
+from worker import build_worker
+
+FAST_SCHEDULE = [(2.0, 0.4), (6.0, 1.0), (12.0, 2.0)]
+
+
+class Stack:
+    def __init__(self, *, client: Client, pool: asyncpg.Pool, dsn: str, task_queue: str,
+                 poll_schedule: list[tuple[float, float]] | None = None):
+        self.client = client
+        self.pool = pool
+        self.repo = JobRepository(pool)
+        self.dsn = dsn
+        self.task_queue = task_queue
+        self.kie = KieSimulator(api_key="test-kie-key")
+        self.tg = TelegramSimulator(token="123456:TEST-TOKEN")
+        self.http_port = free_port()
+        self.poll_schedule = poll_schedule or list(FAST_SCHEDULE)
+        self._tasks: list[asyncio.Task] = []
+        self._runner = None
+        self.worker: Worker | None = None
+
+    def settings(self, **overrides: Any) -> Settings:
+        values = dict(
+            telegram_bot_token=self.tg.token,
+            kie_api_key="test-kie-key",
+            public_base_url=f"http://127.0.0.1:{self.http_port}",
+            callback_secret="test-callback-secret",
+            telegram_api_base=self.tg.base_url,
+            kie_api_base=self.kie.base_url,
+            http_host="127.0.0.1",
+            http_port=self.http_port,
+            database_url=self.dsn,
+            temporal_task_queue=self.task_queue,
+            poll_schedule=self.poll_schedule,
+            delivery_lease_seconds=30,
+            download_timeout_seconds=5.0,
+        )
+        values.update(overrides)
+        return Settings(**values)
+
+    async def start(self) -> None:
+        await self.kie.start()
+        await self.tg.start()
+        self.config = self.settings()
+        self.bot = create_bot(self.config.telegram_bot_token, self.config.telegram_api_base, timeout=10)
+        self.kie_client = KieClient(self.config.kie_api_base, self.config.kie_api_key)
+        self.activities = GenerationActivities(settings=self.config, repo=self.repo, kie=self.kie_client, bot=self.bot)
+        self._runner = await start_http(build_http_app(self.client, self.config.callback_secret), "127.0.0.1", self.http_port)
+        self.worker = build_worker(self.client, self.task_queue, self.activities)
+        self._tasks.append(asyncio.create_task(self.worker.run()))
+
+    async def start_bot(self) -> None:
+        """Run the bot's dispatcher (long polling against the Telegram simulator)."""
+        dp = build_dispatcher(self.client, self.config)
+        self.dispatcher = dp
+        self._tasks.append(asyncio.create_task(dp.start_polling(self.bot, handle_signals=False, close_bot_session=False,
+                                                                polling_timeout=1)))
+
+    async def stop(self) -> None:
+        if getattr(self, "dispatcher", None) is not None:
+            try:
+                await self.dispatcher.stop_polling()
+            except RuntimeError:
+                pass
+        if self.worker is not None:
+            await self.worker.shutdown()
+        for t in self._tasks:
+            if not t.done():
+                t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.kie_client.close()
+        await self.bot.session.close()
+        await self.tg.stop()
+        await self.kie.stop()
+
+    async def start_generation(self, prompt: str = "a red fox in snow", ratio: str = "1:1",
+                               chat_id: int | None = None, job_id: str | None = None) -> tuple[WorkflowHandle, str, int]:
+        """Start a GenerationWorkflow as the bot would (status message first). Returns (handle, job_id, chat_id)."""
+        chat_id = chat_id or int(uuid.uuid4().int % 10**9) + 1000
+        job_id = job_id or uuid.uuid4().hex[:16]
+        status = await self.bot.send_message(chat_id, "⏳ test status")
+        inp = GenerationInput(job_id=job_id, user_id=chat_id, chat_id=chat_id, model="zimage", prompt=prompt,
+                              aspect_ratio=ratio, status_message_id=status.message_id,
+                              poll_schedule=[[u, i] for u, i in self.poll_schedule])
+        handle = await self.client.start_workflow("GenerationWorkflow", inp, id=workflow_id_for(job_id),
+                                                  task_queue=self.task_queue)
+        return handle, job_id, chat_id
+
+    def photos_for(self, chat_id: int) -> list:
+        return [p for p in self.tg.photos if p["chat_id"] == chat_id]

@@ -1,0 +1,86 @@
+"""The Postgres delivery lock, on a real server."""
+
+import asyncio
+import uuid
+
+from imagegen.migrate import apply_migrations
+
+
+async def new_job(repo) -> str:
+    job_id = uuid.uuid4().hex[:16]
+    await repo.create_job(job_id=job_id, workflow_id=f"zimage-{job_id}", user_id=1, chat_id=1, model="zimage",
+                          prompt="p", aspect_ratio="1:1", status_message_id=None)
+    return job_id
+
+
+async def test_twenty_concurrent_acquirers_exactly_one_wins(repo):
+    job_id = await new_job(repo)
+    results = await asyncio.gather(*[repo.try_acquire_delivery_lock(job_id, f"owner-{i}", 60) for i in range(20)])
+    outcomes = [r.outcome for r in results]
+    assert outcomes.count("won") == 1 and outcomes.count("busy") == 19
+    winner = next(r for r in results if r.outcome == "won")
+    row = await repo.get(job_id)
+    assert row["delivery_owner"] == winner.job["delivery_owner"] and row["delivering_at"] is not None
+
+
+async def test_delivered_job_is_skipped(repo):
+    job_id = await new_job(repo)
+    assert (await repo.try_acquire_delivery_lock(job_id, "a", 60)).outcome == "won"
+    assert await repo.mark_delivered(job_id, "a", message_id=77, level="url") is True
+    row = await repo.get(job_id)
+    assert row["delivered_at"] is not None and row["delivering_at"] is None and row["delivered_message_id"] == 77
+    assert row["state"] == "delivered"
+    again = await repo.try_acquire_delivery_lock(job_id, "b", 60)
+    assert again.outcome == "delivered"
+
+
+async def test_stale_lease_is_reacquired(repo, pool):
+    job_id = await new_job(repo)
+    assert (await repo.try_acquire_delivery_lock(job_id, "dead", 60)).outcome == "won"
+    assert (await repo.try_acquire_delivery_lock(job_id, "live", 60)).outcome == "busy"
+    await pool.execute("UPDATE generation_jobs SET delivering_at = now() - interval '61 seconds' WHERE id = $1", job_id)
+    taken = await repo.try_acquire_delivery_lock(job_id, "live", 60)
+    assert taken.outcome == "won" and taken.job["delivery_owner"] == "live"
+
+
+async def test_stale_owner_cannot_clear_new_owners_lock(repo, pool):
+    job_id = await new_job(repo)
+    await repo.try_acquire_delivery_lock(job_id, "old", 60)
+    await pool.execute("UPDATE generation_jobs SET delivering_at = now() - interval '2 minutes' WHERE id = $1", job_id)
+    assert (await repo.try_acquire_delivery_lock(job_id, "new", 60)).outcome == "won"
+    assert await repo.release_delivery_lock(job_id, "old") is False
+    row = await repo.get(job_id)
+    assert row["delivery_owner"] == "new" and row["delivering_at"] is not None
+    # the old owner finishing late records the delivery but leaves the new owner's lock alone
+    assert await repo.mark_delivered(job_id, "old", message_id=1, level="url") is False
+    row = await repo.get(job_id)
+    assert row["delivered_at"] is not None and row["delivery_owner"] == "new"
+    assert await repo.release_delivery_lock(job_id, "new") is False  # delivered: nothing to release
+
+
+async def test_release_lets_the_next_attempt_in(repo):
+    job_id = await new_job(repo)
+    await repo.try_acquire_delivery_lock(job_id, "a", 60)
+    assert await repo.release_delivery_lock(job_id, "a", error="429") is True
+    assert (await repo.try_acquire_delivery_lock(job_id, "b", 60)).outcome == "won"
+
+
+async def test_missing_job(repo):
+    assert (await repo.try_acquire_delivery_lock("nope", "a", 60)).outcome == "missing"
+
+
+async def test_migrations_apply_once_when_two_processes_start_together(pg_dsn, pool):
+    db = f"mig_{uuid.uuid4().hex[:8]}"
+    await pool.execute(f"CREATE DATABASE {db}")
+    dsn = pg_dsn.rsplit("/", 1)[0] + "/" + db
+    results = await asyncio.gather(*[apply_migrations(dsn) for _ in range(4)])
+    applied = [r for r in results if r]
+    assert len(applied) == 1 and applied[0][0].startswith("001_")  # one run applied all, the others none
+    assert results.count([]) == 3
+
+
+async def test_create_job_is_idempotent(repo):
+    job_id = await new_job(repo)
+    again = await repo.create_job(job_id=job_id, workflow_id=f"zimage-{job_id}", user_id=2, chat_id=2, model="zimage",
+                                  prompt="other", aspect_ratio="16:9", status_message_id=None)
+    assert again["prompt"] == "p" and again["user_id"] == 1

@@ -1,0 +1,47 @@
+import pytest
+
+from imagegen.settings import Settings, SettingsError, parse_poll_schedule
+
+BASE = {"TELEGRAM_BOT_TOKEN": "1:x", "KIE_API_KEY": "k", "PUBLIC_BASE_URL": "https://bot.example.com/",
+        "CALLBACK_SECRET": "s"}
+
+
+def test_defaults_and_overrides():
+    s = Settings.from_env({**BASE, "HTTP_PORT": "9000", "POLL_SCHEDULE": "10:1,60:5"})
+    assert s.telegram_api_base == "https://api.telegram.org"
+    assert s.kie_api_base == "https://api.kie.ai"
+    assert s.public_base_url == "https://bot.example.com"
+    assert s.http_port == 9000
+    assert s.poll_schedule == [(10.0, 1.0), (60.0, 5.0)] and s.max_wait_seconds == 60
+
+
+@pytest.mark.parametrize("missing", sorted(BASE))
+def test_missing_required_setting_is_named(missing):
+    env = {k: v for k, v in BASE.items() if k != missing}
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env(env)
+    assert missing in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("key,value", [("HTTP_PORT", "eighty"), ("KIE_API_BASE", "ftp://x"),
+                                       ("POLL_SCHEDULE", "fast"), ("POLL_SCHEDULE", "10:0"),
+                                       ("POLL_SCHEDULE", "60:5,30:2")])
+def test_malformed_setting_is_named(key, value):
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({**BASE, key: value})
+    assert key in str(err.value)
+
+
+def test_default_schedule_follows_kie_advice():
+    steps = parse_poll_schedule("30:3,120:8,900:20")
+    assert steps[0] == (30, 3) and steps[-1][0] == 900
+
+
+def test_entry_points_fail_with_one_clear_line(monkeypatch, capsys):
+    import worker
+
+    for key in list(BASE) + ["DATABASE_URL"]:
+        monkeypatch.delenv(key, raising=False)
+    assert worker.main() == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "TELEGRAM_BOT_TOKEN" in err[0]
