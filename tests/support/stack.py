@@ -16,7 +16,7 @@ from temporalio.worker import Worker
 from activities.generation import GenerationActivities
 from imagegen.bot.app import build_dispatcher, start_http
 from imagegen.bot.callback_api import build_http_app
-from imagegen.contracts import GenerationInput, workflow_id_for
+from imagegen.contracts import GenerationInput, GenerationResult, workflow_id_for
 from imagegen.delivery import create_bot
 from imagegen.jobs import JobRepository
 from imagegen.kie import KieClient
@@ -111,8 +111,8 @@ class Stack:
                               aspect_ratio=ratio, status_message_id=status.message_id,
                               poll_schedule=[[u, i] for u, i in self.poll_schedule])
         handle = await self.client.start_workflow("GenerationWorkflow", inp, id=workflow_id_for(job_id),
-                                                  task_queue=self.task_queue)
+                                                  task_queue=self.task_queue, result_type=GenerationResult)
         return handle, job_id, chat_id
 
     def photos_for(self, chat_id: int) -> list:
-        return [p for p in self.tg.photos if p["chat_id"] == chat_id]
+        return [p for p in self.tg.photos if p.chat_id == chat_id]

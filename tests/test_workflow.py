@@ -1,0 +1,123 @@
+"""GenerationWorkflow on the real Temporal dev server, real Postgres, real aiogram, simulated Kie/Telegram."""
+
+import asyncio
+
+from imagegen import texts
+
+
+async def finished(stack, handle, chat_id, timeout=30):
+    result = await asyncio.wait_for(handle.result(), timeout)
+    return result
+
+
+def status_text(stack, chat_id):
+    msgs = [m for m in stack.tg.messages(chat_id) if m.get("text") is not None]
+    return msgs[0]["text"] if msgs else None
+
+
+async def test_callback_path_delivers_one_photo(stack):
+    stack.kie.delay = 0.2
+    stack.poll_schedule = [(30.0, 10.0)]  # polling too slow to matter: the callback must wake the workflow
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id, timeout=20)
+    assert result.outcome == "done"
+    assert len(stack.photos_for(chat_id)) == 1
+    assert status_text(stack, chat_id) == texts.STATUS_DONE
+    status = await handle.query("status")
+    assert status["callbacks"] >= 1 and status["polls"] == 1  # one recordInfo, woken by the callback
+    row = await stack.repo.get(job_id)
+    assert row["delivered_at"] is not None and row["delivery_level"] == "url" and row["external_task_id"]
+    assert row["delivered_message_id"] == stack.photos_for(chat_id)[0].message_id
+
+
+async def test_callback_lost_polling_delivers(stack):
+    stack.kie.lose_callback = True
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id)
+    assert result.outcome == "done"
+    assert len(stack.photos_for(chat_id)) == 1
+    assert stack.kie.callbacks == []
+    status = await handle.query("status")
+    assert status["callbacks"] == 0 and status["polls"] >= 1
+
+
+async def test_duplicate_callbacks_one_photo(stack):
+    stack.kie.duplicate_callbacks = 3
+    stack.kie.duplicates_concurrent = True
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id)
+    assert result.outcome == "done"
+    await stack.kie.wait_for_callbacks(3)
+    await asyncio.sleep(0.5)
+    assert len(stack.photos_for(chat_id)) == 1
+
+
+async def test_callback_and_poll_both_success_one_photo(stack):
+    # The poll interval equals the generation time, so a poll sees success as the callback lands.
+    stack.kie.delay = 0.4
+    stack.poll_schedule = [(10.0, 0.4)]
+    stack.kie.callback_delay = 0.05
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id)
+    assert result.outcome == "done"
+    await asyncio.sleep(0.5)
+    assert len(stack.photos_for(chat_id)) == 1
+    assert len(stack.tg.calls_of("sendPhoto")) == 1
+
+
+async def test_callback_before_task_id_is_stored(stack):
+    stack.kie.callback_before_create_response = True
+    stack.poll_schedule = [(30.0, 10.0)]
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id, timeout=20)
+    assert result.outcome == "done" and len(stack.photos_for(chat_id)) == 1
+
+
+async def test_kie_fail_tells_the_user_and_sends_no_photo(stack):
+    handle, job_id, chat_id = await stack.start_generation(prompt="a forbidden thing [fail]")
+    result = await finished(stack, handle, chat_id)
+    assert result.outcome == "failed"
+    assert stack.photos_for(chat_id) == []
+    text = status_text(stack, chat_id)
+    assert text.startswith("❌") and "prohibited" in text
+    row = await stack.repo.get(job_id)
+    assert row["state"] == "fail" and row["delivered_at"] is None
+
+
+async def test_generation_that_never_finishes_times_out(stack):
+    stack.kie.delay = 60
+    stack.kie.lose_callback = True
+    stack.poll_schedule = [(1.5, 0.5)]
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id)
+    assert result.outcome == "timeout"
+    assert status_text(stack, chat_id) == texts.STATUS_TIMEOUT
+    assert (await stack.repo.get(job_id))["state"] == "timeout"
+
+
+async def test_kie_rejects_task_creation(stack):
+    stack.kie.create_errors.append(402)  # insufficient credits: not retryable
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id)
+    assert result.outcome == "failed"
+    assert status_text(stack, chat_id).startswith("❌")
+    assert stack.kie.create_calls == 1
+
+
+async def test_kie_transient_create_error_is_retried(stack):
+    stack.kie.create_errors.append(500)
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id)
+    assert result.outcome == "done" and stack.kie.create_calls == 2
+    assert len(stack.kie.tasks) == 1
+
+
+async def test_same_request_twice_is_one_generation(stack):
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+    import pytest
+
+    handle, job_id, chat_id = await stack.start_generation()
+    with pytest.raises(WorkflowAlreadyStartedError):
+        await stack.start_generation(job_id=job_id, chat_id=chat_id)
+    await finished(stack, handle, chat_id)
+    assert len(stack.kie.tasks) == 1 and len(stack.photos_for(chat_id)) == 1
