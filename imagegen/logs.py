@@ -25,8 +25,8 @@ def event_line(corr_id: str, event: str, **fields: object) -> str:
     return " ".join(parts)
 
 
-def log_event(corr_id: str, event: str, *, level: int = logging.INFO, **fields: object) -> None:
-    logger.log(level, event_line(corr_id, event, **fields))
+def log_event(corr_id: str, event: str, *, severity: int = logging.INFO, **fields: object) -> None:
+    logger.log(severity, event_line(corr_id, event, **fields))
 
 
 def setup_logging(level: str = "INFO", stream=None) -> None:

@@ -11,7 +11,7 @@ from aiohttp import web
 from temporalio.client import Client
 
 from imagegen.bot.callback_api import build_http_app
-from imagegen.bot.handlers import router
+from imagegen.bot.handlers import build_router
 from imagegen.delivery import create_bot
 from imagegen.settings import Settings
 
@@ -22,7 +22,7 @@ def build_dispatcher(temporal: Client, settings: Settings) -> Dispatcher:
     dp = Dispatcher(storage=MemoryStorage())
     dp["temporal"] = temporal
     dp["settings"] = settings
-    dp.include_router(router)
+    dp.include_router(build_router())
     return dp
 
 

@@ -66,7 +66,7 @@ async def kie_callback(request: web.Request) -> web.Response:
             log_event(corr, "CALLBACK_UNKNOWN", task_id=task_id or "-", reason="no running workflow")
             return _reply(200, ignored=True)
         stats["errors"] += 1
-        log_event(corr, "CALLBACK_SIGNAL_FAILED", level=logging.ERROR, error=f"{exc.status.name}: {exc.message}")
+        log_event(corr, "CALLBACK_SIGNAL_FAILED", severity=logging.ERROR, error=f"{exc.status.name}: {exc.message}")
         return _reply(503, error="try again later")
     stats["signalled"] += 1
     log_event(corr, "CALLBACK_SIGNALLED", workflow_id=handle.id)

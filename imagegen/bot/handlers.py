@@ -25,7 +25,6 @@ from imagegen.logs import log_event
 from imagegen.models import MODELS, get_model
 from imagegen.settings import Settings
 
-router = Router(name="generation")
 log = logging.getLogger("imagegen.bot")
 
 
@@ -64,9 +63,12 @@ def ratios_keyboard(model_key: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=[row])
 
 
-def job_id_for(chat_id: int, message_id: int) -> str:
-    """Deterministic per request (the ratio keyboard message), so a double press is one generation."""
-    return hashlib.sha256(f"{chat_id}:{message_id}".encode()).hexdigest()[:16]
+def job_id_for(message: Message) -> str:
+    """Deterministic per request (the bot's ratio-keyboard message), so a double press is one
+    generation. Bot id and message date are in the key so that a new bot (message ids restart) or a
+    reset chat never maps onto an old job."""
+    key = f"{message.bot.id if message.bot else 0}:{message.chat.id}:{message.message_id}:{int(message.date.timestamp())}"
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def prompt_problem(prompt: str, limit: int) -> str | None:
@@ -80,15 +82,12 @@ def prompt_problem(prompt: str, limit: int) -> str | None:
     return None
 
 
-@router.message(CommandStart())
-@router.message(Command("new"))
 async def on_start(message: Message, state: FSMContext) -> None:
     await state.clear()
     await state.set_state(Flow.choosing_model)
     await message.answer(texts.WELCOME, reply_markup=models_keyboard())
 
 
-@router.callback_query(ModelChoice.filter())
 async def on_model(query: CallbackQuery, callback_data: ModelChoice, state: FSMContext) -> None:
     model = get_model(callback_data.key)
     if model is None or query.message is None:
@@ -100,7 +99,6 @@ async def on_model(query: CallbackQuery, callback_data: ModelChoice, state: FSMC
     await query.answer()
 
 
-@router.message(StateFilter(Flow.writing_prompt), F.text)
 async def on_prompt(message: Message, state: FSMContext) -> None:
     data = await state.get_data()
     model = get_model(data.get("model", ""))
@@ -117,12 +115,10 @@ async def on_prompt(message: Message, state: FSMContext) -> None:
     await message.answer(texts.ASK_RATIO, reply_markup=ratios_keyboard(model.key))
 
 
-@router.message(StateFilter(Flow.writing_prompt))
 async def on_prompt_not_text(message: Message) -> None:
     await message.answer(texts.NEED_TEXT)
 
 
-@router.callback_query(RatioChoice.filter(), StateFilter(Flow.choosing_ratio))
 async def on_ratio(
     query: CallbackQuery, callback_data: RatioChoice, state: FSMContext, temporal: Client, settings: Settings
 ) -> None:
@@ -135,7 +131,7 @@ async def on_ratio(
         return
     chat_id = query.message.chat.id
     status_message_id = query.message.message_id
-    job_id = job_id_for(chat_id, status_message_id)
+    job_id = job_id_for(query.message)
     await state.clear()
     await query.message.edit_text(texts.STATUS_STARTED.format(model=model.title, ratio=ratio))
     inp = GenerationInput(
@@ -162,7 +158,7 @@ async def on_ratio(
         await query.answer(texts.ALREADY_STARTED)
         return
     except Exception as exc:
-        log_event(job_id, "JOB_START_FAILED", level=logging.ERROR, error=f"{type(exc).__name__}: {exc}")
+        log_event(job_id, "JOB_START_FAILED", severity=logging.ERROR, error=f"{type(exc).__name__}: {exc}")
         await query.message.edit_text(texts.START_FAILED)
         await query.answer()
         return
@@ -171,20 +167,32 @@ async def on_ratio(
     await query.answer()
 
 
-@router.callback_query(RatioChoice.filter())
 async def on_ratio_stale(query: CallbackQuery) -> None:
     """A ratio button from an old menu, or pressed again after the generation started."""
     if query.message is not None:
-        job_id = job_id_for(query.message.chat.id, query.message.message_id)
+        job_id = job_id_for(query.message)
         log_event(job_id, "STALE_BUTTON", user_id=query.from_user.id)
     await query.answer(texts.STALE_BUTTON)
 
 
-@router.callback_query()
 async def on_unknown_button(query: CallbackQuery) -> None:
     await query.answer(texts.STALE_BUTTON)
 
 
-@router.message()
 async def on_other_message(message: Message) -> None:
     await message.answer(texts.START_FIRST)
+
+
+def build_router() -> Router:
+    """A fresh Router with the conversation's handlers (order matters: specific before catch-all)."""
+    router = Router(name="generation")
+    router.message.register(on_start, CommandStart())
+    router.message.register(on_start, Command("new"))
+    router.callback_query.register(on_model, ModelChoice.filter())
+    router.message.register(on_prompt, StateFilter(Flow.writing_prompt), F.text)
+    router.message.register(on_prompt_not_text, StateFilter(Flow.writing_prompt))
+    router.callback_query.register(on_ratio, RatioChoice.filter(), StateFilter(Flow.choosing_ratio))
+    router.callback_query.register(on_ratio_stale, RatioChoice.filter())
+    router.callback_query.register(on_unknown_button)
+    router.message.register(on_other_message)
+    return router
