@@ -67,6 +67,17 @@ class Settings:
     download_max_bytes: int = 10 * 1024 * 1024
     download_timeout_seconds: float = 30.0
     log_level: str = "INFO"
+    # --- security (see docs/security.md) ---
+    # Kie's webhook HMAC key (optional; set when enabled in the Kie account).
+    kie_webhook_hmac_key: str | None = None
+    # Let the byte-download fallback fetch loopback/private addresses (local development only).
+    allow_private_urls: bool = False
+    # Per-user limits.
+    user_max_active: int = 2
+    user_max_per_minute: int = 5
+    # --- bot mode ---
+    bot_mode: str = "polling"  # "polling" (one leader via a Postgres advisory lock) | "webhook"
+    telegram_webhook_secret: str | None = None
 
     @property
     def max_wait_seconds(self) -> float:
@@ -106,6 +117,23 @@ class Settings:
                 raise SettingsError(f"{name} must be an http(s) URL, got {value!r}")
             return value.rstrip("/")
 
+        def flag(name: str, default: bool) -> bool:
+            raw = optional(name, "1" if default else "0").lower()
+            if raw in ("1", "true", "yes", "on"):
+                return True
+            if raw in ("0", "false", "no", "off"):
+                return False
+            raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+        bot_mode = optional("BOT_MODE", "polling").lower()
+        if bot_mode not in ("polling", "webhook"):
+            raise SettingsError(f"BOT_MODE must be 'polling' or 'webhook', got {bot_mode!r}")
+        webhook_secret = env.get("TELEGRAM_WEBHOOK_SECRET", "").strip() or None
+        if bot_mode == "webhook" and not webhook_secret:
+            raise SettingsError("TELEGRAM_WEBHOOK_SECRET is required when BOT_MODE=webhook")
+        if webhook_secret is not None and not all(c.isalnum() or c in "_-" for c in webhook_secret):
+            raise SettingsError("TELEGRAM_WEBHOOK_SECRET may only contain A-Z, a-z, 0-9, _ and -")
+
         return cls(
             telegram_bot_token=required("TELEGRAM_BOT_TOKEN"),
             kie_api_key=required("KIE_API_KEY"),
@@ -124,6 +152,12 @@ class Settings:
             download_max_bytes=integer("DOWNLOAD_MAX_BYTES", 10 * 1024 * 1024),
             download_timeout_seconds=number("DOWNLOAD_TIMEOUT_SECONDS", 30.0),
             log_level=optional("LOG_LEVEL", "INFO").upper(),
+            kie_webhook_hmac_key=env.get("KIE_WEBHOOK_HMAC_KEY", "").strip() or None,
+            allow_private_urls=flag("ALLOW_PRIVATE_URLS", False),
+            user_max_active=integer("USER_MAX_ACTIVE", 2),
+            user_max_per_minute=integer("USER_MAX_PER_MINUTE", 5),
+            bot_mode=bot_mode,
+            telegram_webhook_secret=webhook_secret,
         )
 
     def require_database_url(self) -> str:

@@ -129,6 +129,7 @@ class Demo:
             "TEMPORAL_ADDRESS": self.temporal.address,
             "TEMPORAL_TASK_QUEUE": "image-generation-demo",
             "POLL_SCHEDULE": "30:3,120:8,900:20",
+            "ALLOW_PRIVATE_URLS": "1",  # the simulators live on 127.0.0.1
         }
         say("starting worker.py and bot.py…")
         logs = [self.spawn("worker", "worker.py", env), self.spawn("bot", "bot.py", env)]

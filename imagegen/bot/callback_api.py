@@ -24,6 +24,7 @@ log = logging.getLogger("imagegen.callbacks")
 TEMPORAL_KEY = web.AppKey("temporal", Client)
 SECRET_KEY = web.AppKey("callback_secret", str)
 STATS_KEY = web.AppKey("stats", dict)
+STATUS_KEY = web.AppKey("status", object)  # () -> dict, extra fields for /healthz
 
 
 def _reply(status: int, **body: object) -> web.Response:
@@ -74,11 +75,12 @@ async def kie_callback(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return _reply(200, callbacks=request.app[STATS_KEY])
+    return _reply(200, callbacks=request.app[STATS_KEY], **request.app[STATUS_KEY]())
 
 
-def build_http_app(temporal: Client, callback_secret: str) -> web.Application:
+def build_http_app(temporal: Client, callback_secret: str, *, status=lambda: {}) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[STATUS_KEY] = status
     app[TEMPORAL_KEY] = temporal
     app[SECRET_KEY] = callback_secret
     app[STATS_KEY] = {"received": 0, "signalled": 0, "rejected": 0, "unknown": 0, "errors": 0}

@@ -60,6 +60,7 @@ class Stack:
             poll_schedule=self.poll_schedule,
             delivery_lease_seconds=30,
             download_timeout_seconds=5.0,
+            allow_private_urls=True,  # the simulators live on 127.0.0.1
         )
         values.update(overrides)
         return Settings(**values)
@@ -77,7 +78,7 @@ class Stack:
 
     async def start_bot(self) -> None:
         """Run the bot's dispatcher (long polling against the Telegram simulator)."""
-        dp = build_dispatcher(self.client, self.config)
+        dp = build_dispatcher(self.client, self.config, self.pool)
         self.dispatcher = dp
         self._tasks.append(asyncio.create_task(dp.start_polling(self.bot, handle_signals=False, close_bot_session=False,
                                                                 polling_timeout=1)))

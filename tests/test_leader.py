@@ -1,0 +1,94 @@
+"""The polling singleton: two bot processes' worth of run_bot against one Telegram simulator."""
+
+import asyncio
+
+import aiohttp
+
+from imagegen.bot.app import run_bot
+from imagegen.callbacks import callback_url
+from tests.support.services import free_port
+
+
+async def health(port):
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
+            return await r.json()
+
+
+async def roles(ports):
+    return [(await health(p))["role"] for p in ports]
+
+
+async def start_instance(stack, port):
+    stop = asyncio.Event()
+    settings = stack.settings(http_port=port, public_base_url=f"http://127.0.0.1:{port}")
+    task = asyncio.create_task(run_bot(settings, stack.client, stop=stop, leader_retry_seconds=0.3))
+    return stop, task
+
+
+async def wait_roles(ports, predicate, timeout=15):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            current = await roles(ports)
+            if predicate(current):
+                return current
+        except aiohttp.ClientError:
+            pass
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"roles stayed {current}")
+        await asyncio.sleep(0.1)
+
+
+async def test_two_bots_one_polls_and_the_other_takes_over(stack):
+    ports = [free_port(), free_port()]
+    a_stop, a_task = await start_instance(stack, ports[0])
+    await wait_roles(ports[:1], lambda r: r == ["leader"])
+    b_stop, b_task = await start_instance(stack, ports[1])
+    await wait_roles(ports, lambda r: r == ["leader", "passive"])
+    await asyncio.sleep(1.5)  # several retry rounds: B stays passive, nobody fights over getUpdates
+    assert await roles(ports) == ["leader", "passive"]
+    assert stack.tg.get_updates_conflicts == 0
+
+    # The conversation is served by the leader.
+    chat = 810_001
+    stack.tg.user_send_command(chat, "/start")
+    await stack.tg.wait_for(lambda: stack.tg.messages(chat))
+
+    # Kill the leader: the passive one takes over within seconds and serves the next user.
+    a_stop.set()
+    await a_task
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    await wait_roles(ports[1:], lambda r: r == ["leader"], timeout=10)
+    takeover = loop.time() - t0
+    assert takeover < 5
+    stack.tg.user_send_command(chat + 1, "/start")
+    await stack.tg.wait_for(lambda: stack.tg.messages(chat + 1))
+    b_stop.set()
+    await b_task
+
+
+async def test_callbacks_are_served_by_leader_and_passive_alike(stack):
+    ports = [free_port(), free_port()]
+    instances = [await start_instance(stack, p) for p in ports]
+    await wait_roles(ports, lambda r: sorted(r) == ["leader", "passive"])
+    stack.kie.lose_callback = True
+    stack.poll_schedule = [(30.0, 10.0)]  # only callbacks wake it up quickly
+    handle, job_id, chat_id = await stack.start_generation()
+    await stack.tg.wait_for(lambda: stack.kie.tasks)
+    task_id = next(iter(stack.kie.tasks))
+    await stack.kie.wait_done(task_id)
+    body = stack.kie.make_callback_body(task_id)
+    async with aiohttp.ClientSession() as s:
+        for port in ports:
+            url = callback_url(f"http://127.0.0.1:{port}", stack.config.callback_secret, job_id)
+            async with s.post(url, json=body) as r:
+                assert r.status == 200
+    for port in ports:
+        assert (await health(port))["callbacks"]["signalled"] == 1
+    result = await asyncio.wait_for(handle.result(), 20)
+    assert result.outcome == "done" and len(stack.photos_for(chat_id)) == 1
+    for stop, task in instances:
+        stop.set()
+        await task
