@@ -123,6 +123,7 @@ class GenerationActivities:
                 corr_id=inp.job_id,
                 max_bytes=self.settings.download_max_bytes,
                 download_timeout=self.settings.download_timeout_seconds,
+                allow_private=self.settings.allow_private_urls,
             )
         except PermanentDeliveryError as exc:
             await self.repo.mark_undeliverable(inp.job_id, owner, str(exc))

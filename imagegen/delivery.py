@@ -63,7 +63,7 @@ def classify_telegram_error(exc: BaseException) -> Exception | None:
     return RetryableDeliveryError(f"{type(exc).__name__}: {exc}")
 
 
-async def download_image(url: str, *, max_bytes: int, timeout: float) -> bytes:
+async def download_image(url: str, *, max_bytes: int, timeout: float, allow_private: bool = False) -> bytes:
     """Fetch an image for upload: http(s) only, capped in size and time, image/* only."""
     if not url.lower().startswith(("http://", "https://")):
         raise DownloadError("only http(s) URLs are downloaded")
@@ -98,6 +98,7 @@ async def send_result(
     corr_id: str,
     max_bytes: int,
     download_timeout: float,
+    allow_private: bool = False,
 ) -> DeliveryResult:
     # Level 1: Telegram fetches the URL.
     try:
@@ -111,7 +112,7 @@ async def send_result(
 
     # Level 2: download here, upload the bytes.
     try:
-        data = await download_image(url, max_bytes=max_bytes, timeout=download_timeout)
+        data = await download_image(url, max_bytes=max_bytes, timeout=download_timeout, allow_private=allow_private)
         msg = await bot.send_photo(chat_id, photo=BufferedInputFile(data, filename="image.png"), caption=caption)
         return DeliveryResult("bytes", msg.message_id)
     except DownloadError as exc:
