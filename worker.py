@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -31,7 +32,7 @@ log = logging.getLogger("imagegen.worker")
 async def activity_resources(settings: Settings, dsn: str):
     """The per-process shared resources, closed on exit."""
     pool = await create_pool(dsn)
-    bot = create_bot(settings.telegram_bot_token, settings.telegram_api_base)
+    bot = create_bot(settings.telegram_bot_token, settings.telegram_api_base, timeout=settings.telegram_timeout_seconds)
     kie = KieClient(settings.kie_api_base, settings.kie_api_key)
     try:
         yield GenerationActivities(settings=settings, repo=JobRepository(pool), kie=kie, bot=bot)
@@ -48,6 +49,8 @@ def build_worker(client: Client, task_queue: str, acts: GenerationActivities) ->
         workflows=[GenerationWorkflow],
         activities=acts.all(),
         max_concurrent_activities=50,
+        # On SIGTERM (a deploy) let in-flight deliveries finish instead of cancelling them mid-send.
+        graceful_shutdown_timeout=timedelta(seconds=20),
     )
 
 

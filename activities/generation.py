@@ -6,6 +6,7 @@ settings), all created inside the running loop by worker.py.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -35,6 +36,15 @@ from imagegen.kie import KieClient, KieError, parse_kie_state
 from imagegen.logs import log_event
 from imagegen.models import MODELS
 from imagegen.settings import Settings
+
+
+HEARTBEAT_EVERY_SECONDS = 2.0
+
+
+def attempt_budget(lease_seconds: float) -> float:
+    """How long one delivery attempt may spend sending. Strictly inside the lease, so a holder that
+    is still alive always finishes (and releases or marks) before anyone may take its lock over."""
+    return max(2.0, lease_seconds * 0.75)
 
 
 class GenerationActivities:
@@ -113,18 +123,24 @@ class GenerationActivities:
         log_event(inp.job_id, "DELIVER_LOCK_WIN", owner=owner)
         model = MODELS[inp.model]
         log_event(inp.job_id, "DELIVER_START", chat_id=inp.chat_id, attempt=info.attempt)
+        heartbeat = asyncio.create_task(self._heartbeat())
         try:
-            result = await send_result(
-                self.bot,
-                inp.chat_id,
-                inp.url,
-                caption=texts.PHOTO_CAPTION.format(model=model.title, ratio=inp.aspect_ratio),
-                link_text=texts.RESULT_LINK.format(url=inp.url),
-                corr_id=inp.job_id,
-                max_bytes=self.settings.download_max_bytes,
-                download_timeout=self.settings.download_timeout_seconds,
-                allow_private=self.settings.allow_private_urls,
-            )
+            async with asyncio.timeout(attempt_budget(self.settings.delivery_lease_seconds)):
+                result = await send_result(
+                    self.bot,
+                    inp.chat_id,
+                    inp.url,
+                    caption=texts.PHOTO_CAPTION.format(model=model.title, ratio=inp.aspect_ratio),
+                    link_text=texts.RESULT_LINK.format(url=inp.url),
+                    corr_id=inp.job_id,
+                    max_bytes=self.settings.download_max_bytes,
+                    download_timeout=self.settings.download_timeout_seconds,
+                    allow_private=self.settings.allow_private_urls,
+                )
+        except TimeoutError as exc:
+            await self.repo.release_delivery_lock(inp.job_id, owner, error="delivery attempt timed out")
+            log_event(inp.job_id, "DELIVER_RETRY", error="attempt budget exceeded")
+            raise ApplicationError("delivery attempt timed out", type="RetryableDeliveryError") from exc
         except PermanentDeliveryError as exc:
             await self.repo.mark_undeliverable(inp.job_id, owner, str(exc))
             log_event(inp.job_id, "DELIVER_FAILED", permanent=True, error=str(exc))
@@ -135,12 +151,21 @@ class GenerationActivities:
             delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
             raise ApplicationError(str(exc), type="RetryableDeliveryError", next_retry_delay=delay) from exc
         except BaseException:
-            await self.repo.release_delivery_lock(inp.job_id, owner)
+            await asyncio.shield(self.repo.release_delivery_lock(inp.job_id, owner))
             raise
+        finally:
+            heartbeat.cancel()
         log_event(inp.job_id, "DELIVER_OK", level=result.level, message_id=result.message_id)
         held = await self.repo.mark_delivered(inp.job_id, owner, message_id=result.message_id, level=result.level)
         log_event(inp.job_id, "MARK_DELIVERED", message_id=result.message_id, lock_held=held)
         return DeliverResult("delivered", result.level, result.message_id)
+
+    @staticmethod
+    async def _heartbeat() -> None:
+        """Tell Temporal this attempt is alive, so a dead worker is noticed within the heartbeat timeout."""
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
 
     @activity.defn(name="finish")
     async def finish(self, inp: FinishInput) -> None:

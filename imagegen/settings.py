@@ -66,6 +66,8 @@ class Settings:
     # Byte-download fallback (level 2): cap and timeout.
     download_max_bytes: int = 10 * 1024 * 1024
     download_timeout_seconds: float = 30.0
+    # One Telegram Bot API request (aiogram session timeout).
+    telegram_timeout_seconds: float = 30.0
     log_level: str = "INFO"
     # --- security (see docs/security.md) ---
     # Kie's webhook HMAC key (optional; set when enabled in the Kie account).
@@ -151,6 +153,7 @@ class Settings:
             delivery_lease_seconds=integer("DELIVERY_LEASE_SECONDS", 120),
             download_max_bytes=integer("DOWNLOAD_MAX_BYTES", 10 * 1024 * 1024),
             download_timeout_seconds=number("DOWNLOAD_TIMEOUT_SECONDS", 30.0),
+            telegram_timeout_seconds=number("TELEGRAM_TIMEOUT_SECONDS", 30.0),
             log_level=optional("LOG_LEVEL", "INFO").upper(),
             kie_webhook_hmac_key=env.get("KIE_WEBHOOK_HMAC_KEY", "").strip() or None,
             allow_private_urls=flag("ALLOW_PRIVATE_URLS", False),

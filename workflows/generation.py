@@ -37,12 +37,17 @@ CREATE_RETRY = RetryPolicy(
     non_retryable_error_types=["KieRejected"],
 )
 POLL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+# Delivery: retried until it succeeds or an hour has passed (schedule_to_close). Lock-busy retries
+# are one UPDATE each, so the interval is capped low to take over soon after a dead holder's lease.
+# See docs/reliability.md, "Lease, timeouts and retries".
 DELIVER_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
+    initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=60),
+    maximum_interval=timedelta(seconds=10),
     non_retryable_error_types=["PermanentDeliveryError"],
 )
+DELIVER_START_TO_CLOSE = timedelta(seconds=100)
+DELIVER_HEARTBEAT = timedelta(seconds=15)
 FINISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10)
 
 
@@ -154,7 +159,8 @@ class GenerationWorkflow:
                 DeliverInput(
                     job_id=inp.job_id, chat_id=inp.chat_id, url=urls[0], model=inp.model, aspect_ratio=inp.aspect_ratio
                 ),
-                start_to_close_timeout=timedelta(seconds=60),
+                start_to_close_timeout=DELIVER_START_TO_CLOSE,
+                heartbeat_timeout=DELIVER_HEARTBEAT,
                 schedule_to_close_timeout=timedelta(hours=1),
                 retry_policy=DELIVER_RETRY,
             )

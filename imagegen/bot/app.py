@@ -65,7 +65,8 @@ async def run_bot(
     if temporal is None:
         temporal = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     pool = await create_pool(dsn, max_size=5)
-    bot: Bot = create_bot(settings.telegram_bot_token, settings.telegram_api_base)
+    bot: Bot = create_bot(settings.telegram_bot_token, settings.telegram_api_base,
+                          timeout=settings.telegram_timeout_seconds)
     dp = build_dispatcher(temporal, settings, pool)
     leadership = Leadership(dsn, settings.telegram_bot_token, retry_seconds=leader_retry_seconds)
 
