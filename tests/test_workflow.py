@@ -1,4 +1,10 @@
-"""GenerationWorkflow on the real Temporal dev server, real Postgres, real aiogram, simulated Kie/Telegram."""
+"""GenerationWorkflow on the real Temporal dev server, real Postgres, real aiogram, simulated Kie/Telegram.
+
+These also guard the asyncpg-in-sandbox trap (temporalio 1.35 + asyncpg 0.32: a workflow module that
+imports asyncpg, even through an activities module, makes the sandbox re-import its C extension and
+the worker segfaults on the first query in an activity): every test here runs real queries in
+activities under a real sandboxed Worker; see test_activity_runs_a_real_query_under_the_real_worker.
+"""
 
 import asyncio
 
@@ -121,3 +127,14 @@ async def test_same_request_twice_is_one_generation(stack):
         await stack.start_generation(job_id=job_id, chat_id=chat_id)
     await finished(stack, handle, chat_id)
     assert len(stack.kie.tasks) == 1 and len(stack.photos_for(chat_id)) == 1
+
+
+async def test_activity_runs_a_real_query_under_the_real_worker(stack):
+    from workflows import generation
+
+    # The workflow module reaches activities only through imports_passed_through().
+    assert "asyncpg" not in vars(generation)
+    handle, job_id, chat_id = await stack.start_generation()
+    await finished(stack, handle, chat_id)
+    row = await stack.pool.fetchrow("SELECT state, external_task_id FROM generation_jobs WHERE id = $1", job_id)
+    assert row["state"] == "delivered" and row["external_task_id"] in stack.kie.tasks
