@@ -92,3 +92,35 @@ async def test_callbacks_are_served_by_leader_and_passive_alike(stack):
     for stop, task in instances:
         stop.set()
         await task
+
+
+async def test_conversation_survives_a_leader_change(stack):
+    """State is in Postgres: the user starts with one bot process and finishes with another."""
+    ports = [free_port(), free_port()]
+    (a_stop, a_task), (b_stop, b_task) = [await start_instance(stack, p) for p in ports]
+    current = await wait_roles(ports, lambda r: sorted(r) == ["leader", "passive"])
+    leader, other = (0, 1) if current[0] == "leader" else (1, 0)
+    stops, tasks = [a_stop, b_stop], [a_task, b_task]
+    chat = 820_001
+    stack.tg.user_send_command(chat, "/start")
+    msg_id, data = await stack.tg.wait_for(lambda: _button(stack, chat, "Z-Image"))
+    stack.tg.user_press_button(chat, msg_id, data)
+    await stack.tg.wait_for(lambda: any("Опишите" in (m.get("text") or "") for m in stack.tg.messages(chat)))
+    stops[leader].set()  # the deploy stops the old process mid-conversation
+    await tasks[leader]
+    await wait_roles(ports[other:other + 1], lambda r: r == ["leader"])
+    stack.tg.user_send_text(chat, "a prompt sent to the new process")
+    msg_id, data = await stack.tg.wait_for(lambda: _button(stack, chat, "4:3"))
+    stack.tg.user_press_button(chat, msg_id, data)
+    await stack.tg.wait_for(lambda: stack.photos_for(chat), timeout=20)
+    (task,) = stack.kie.tasks.values()
+    assert task.prompt == "a prompt sent to the new process"
+    stops[other].set()
+    await tasks[other]
+
+
+def _button(stack, chat, label):
+    try:
+        return stack.tg.find_button(chat, label)
+    except LookupError:
+        return None

@@ -20,6 +20,7 @@ from aiohttp import web
 from temporalio.client import Client
 
 from imagegen.bot.callback_api import build_http_app
+from imagegen.bot.fsm_storage import PostgresStorage
 from imagegen.bot.handlers import build_router
 from imagegen.bot.leader import Leadership
 from imagegen.delivery import create_bot
@@ -32,7 +33,8 @@ WEBHOOK_PATH = "/telegram/webhook"
 
 
 def build_dispatcher(temporal: Client, settings: Settings, pool: asyncpg.Pool | None = None) -> Dispatcher:
-    dp = Dispatcher(storage=MemoryStorage())
+    """The dispatcher; with a pool, conversation state lives in Postgres (shared by all bot processes)."""
+    dp = Dispatcher(storage=PostgresStorage(pool) if pool is not None else MemoryStorage())
     dp["temporal"] = temporal
     dp["settings"] = settings
     dp["jobs"] = JobRepository(pool) if pool is not None else None
