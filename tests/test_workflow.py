@@ -138,3 +138,19 @@ async def test_activity_runs_a_real_query_under_the_real_worker(stack):
     await finished(stack, handle, chat_id)
     row = await stack.pool.fetchrow("SELECT state, external_task_id FROM generation_jobs WHERE id = $1", job_id)
     assert row["state"] == "delivered" and row["external_task_id"] in stack.kie.tasks
+
+
+async def test_record_info_errors_back_off_then_deliver(stack):
+    stack.kie.lose_callback = True
+    stack.poll_schedule = [(30.0, 0.3)]
+    stack.kie.record_info_errors.extend([429, 500, 455])
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id)
+    assert result.outcome == "done" and len(stack.photos_for(chat_id)) == 1
+    # Three failed ticks in a row: the gaps between recordInfo calls grow (0.3 → 0.6 → 1.2 → 2.4 s).
+    task_id = (await stack.repo.get(job_id))["external_task_id"]
+    assert stack.kie.record_info_calls[task_id] == 4
+    history = await handle.fetch_history()
+    timers = [e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds()
+              for e in history.events if e.HasField("timer_started_event_attributes")]
+    assert timers[:4] == sorted(timers[:4]) and timers[3] >= 4 * timers[0]

@@ -121,12 +121,14 @@ class GenerationWorkflow:
         started = workflow.now()
         max_wait = float(inp.poll_schedule[-1][0])
         seen = 0
+        errors_in_row = 0  # recordInfo failures in a row: the polling interval doubles with each (max ×16)
         urls: list[str] = []
         while True:
             elapsed = (workflow.now() - started).total_seconds()
             if elapsed >= max_wait:
                 return await self._finish(inp, "timeout", f"no result after {int(max_wait)} s")
-            wait = min(poll_interval(inp.poll_schedule, elapsed), max_wait - elapsed)
+            backoff = 2 ** min(errors_in_row, 4)
+            wait = min(poll_interval(inp.poll_schedule, elapsed) * backoff, max_wait - elapsed)
             try:
                 await workflow.wait_condition(lambda: self._callbacks > seen, timeout=timedelta(seconds=wait))
                 reason = "callback"
@@ -142,8 +144,10 @@ class GenerationWorkflow:
                     retry_policy=POLL_RETRY,
                 )
             except ActivityError:
-                continue  # a failed poll is just a missed tick; the schedule goes on
+                errors_in_row += 1  # a failed poll is a missed tick; the schedule goes on, slower
+                continue
             self._last_state = result.state
+            errors_in_row = errors_in_row + 1 if result.state == "error" else 0
             if result.state == "success":
                 if result.result_urls:
                     urls = result.result_urls
