@@ -1,0 +1,70 @@
+"""Fixtures of the fault matrix.
+
+fstack       the in-process pipeline (tests/support/stack.py) with the fault simulators of
+             tests/faults/sims.py and a short Telegram client timeout.
+procstack    a factory of process-level stacks (tests/support/procstack.py) on the session's
+             Postgres and Temporal; everything it started is stopped after the test.
+temporal_address  the session Temporal dev server's address (for subprocesses).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import pytest_asyncio
+
+from tests.faults.matrix import SUMMARIES, results_path
+from tests.faults.sims import FaultKie, FaultTelegram
+from tests.support.procstack import ProcStack
+from tests.support.stack import Stack
+
+TELEGRAM_TIMEOUT = 3.0  # the in-process worker's aiogram timeout, so that "Telegram hangs" cells are quick
+
+
+@pytest_asyncio.fixture
+async def fstack(temporal_env, pg_dsn, pool):
+    s = Stack(client=temporal_env.client, pool=pool, dsn=pg_dsn, task_queue=f"faults-{uuid.uuid4().hex[:10]}")
+    s.kie = FaultKie(api_key="test-kie-key")
+    s.tg = FaultTelegram(token=s.tg.token)
+    await s.start()
+    s.bot.session.timeout = TELEGRAM_TIMEOUT
+    try:
+        yield s
+    finally:
+        s.tg.release.set()
+        await s.stop()
+
+
+@pytest.fixture
+def temporal_address(temporal_env) -> str:
+    return temporal_env.client.service_client.config.target_host
+
+
+@pytest_asyncio.fixture
+async def procstack(temporal_env, temporal_address, pg_dsn):
+    made: list[ProcStack] = []
+
+    async def make(name: str, *, dsn: str | None = None, address: str | None = None, **kwargs) -> ProcStack:
+        kwargs.setdefault("kie", FaultKie(api_key="faults-kie-key"))
+        kwargs.setdefault("tg", FaultTelegram(token="555000111:FAULTS-TOKEN"))
+        client = None if address else temporal_env.client
+        ps = ProcStack(name=name, dsn=dsn or pg_dsn, temporal_address=address or temporal_address, client=client,
+                       **kwargs)
+        made.append(ps)
+        await ps.start()
+        return ps
+
+    yield make
+    for ps in made:
+        ps.tg.release.set()
+        await ps.stop()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    if SUMMARIES:
+        terminalreporter.section("fault matrix")
+        for line in SUMMARIES:
+            terminalreporter.write_line(line)
+        terminalreporter.write_line(f"(records appended to {results_path()}; "
+                                    f"table: python -m tests.faults.report {results_path()})")

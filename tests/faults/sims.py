@@ -1,0 +1,68 @@
+"""Simulator subclasses with the few extra knobs the fault matrix needs (the shared simulators in
+tests/support stay untouched).
+
+FaultKie: records the time of every recordInfo call per task (``record_info_times``).
+FaultTelegram:
+  url_fetch_fails (False)  Telegram cannot fetch any photo URL ("failed to get HTTP URL content"),
+                           so delivery has to fall back to uploading the bytes (level 2).
+  hold_photos (None)       "before": every sendPhoto is held *before* Telegram accepts it; once
+                           ``release`` is set it fails (as if the connection had dropped).
+                           "after": the photo is accepted (recorded in ``photos``) and then the
+                           *answer* is held until ``release`` is set.
+  held                     how many sendPhoto calls are currently held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+
+from tests.support.kie_sim import KieSimulator
+from tests.support.telegram_sim import URL_FAILED, TelegramSimulator, TgError
+
+
+class FaultKie(KieSimulator):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.record_info_times: dict[str, list[float]] = {}
+
+    async def _record_info(self, request: web.Request) -> web.Response:
+        task_id = request.query.get("taskId", "")
+        self.record_info_times.setdefault(task_id, []).append(time.monotonic())
+        return await super()._record_info(request)
+
+
+class FaultTelegram(TelegramSimulator):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.url_fetch_fails = False
+        self.hold_photos: str | None = None
+        self.held = 0
+        self.release = asyncio.Event()
+
+    async def _fetch(self, url: str) -> bytes:
+        if self.url_fetch_fails:
+            self.url_fetches.append((url, "refused by the fault knob"))
+            raise TgError(400, URL_FAILED)
+        return await super()._fetch(url)
+
+    async def _m_sendPhoto(self, p: dict, f: dict) -> Any:
+        mode = self.hold_photos
+        if mode == "before":
+            self.held += 1
+            try:
+                await self.release.wait()
+            finally:
+                self.held -= 1
+            raise TgError(502, "Bad Gateway: the client went away before the photo was accepted")
+        result = await super()._m_sendPhoto(p, f)
+        if mode == "after":
+            self.held += 1
+            try:
+                await self.release.wait()
+            finally:
+                self.held -= 1
+        return result
