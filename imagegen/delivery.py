@@ -1,8 +1,8 @@
 """Telegram delivery of one result image, with a 3-level fallback.
 
 Level 1: ``sendPhoto`` with the URL (Telegram fetches it).
-Level 2: if Telegram cannot use the URL (400), download the bytes here (size cap, timeout, image
-         content type) and upload them.
+Level 2: if Telegram cannot use the URL (400), download the bytes here (public addresses only, see
+         imagegen.urlguard; size cap, timeout, image content type) and upload them.
 Level 3: if that fails too, a text message with the link.
 
 Transient trouble (network errors, timeouts, 5xx, 429) is never degraded to a lower level: it raises
@@ -26,7 +26,19 @@ from aiogram.exceptions import (
 )
 from aiogram.types import BufferedInputFile
 
+from yarl import URL
+
 from .logs import log_event
+from .redact import redact, register
+from .urlguard import (
+    MAX_REDIRECTS,
+    AddressCheck,
+    GuardedResolver,
+    Resolve,
+    UrlRefused,
+    address_problem,
+    check_url,
+)
 
 
 class RetryableDeliveryError(Exception):
@@ -54,38 +66,106 @@ def classify_telegram_error(exc: BaseException) -> Exception | None:
     if isinstance(exc, TelegramRetryAfter):
         return RetryableDeliveryError(f"Telegram 429: retry after {exc.retry_after}s", retry_after=float(exc.retry_after))
     if isinstance(exc, TelegramForbiddenError):
-        return PermanentDeliveryError(f"Telegram 403: {exc.message}")
+        return PermanentDeliveryError(redact(f"Telegram 403: {exc.message}"))
     if isinstance(exc, TelegramBadRequest):
         return None
     if isinstance(exc, TelegramNotFound):
-        return PermanentDeliveryError(f"Telegram 404: {exc.message}")
+        return PermanentDeliveryError(redact(f"Telegram 404: {exc.message}"))
     # TelegramNetworkError, TelegramServerError (5xx), TelegramUnauthorizedError (config), timeouts…
-    return RetryableDeliveryError(f"{type(exc).__name__}: {exc}")
+    return RetryableDeliveryError(redact(f"{type(exc).__name__}: {exc}"))
 
 
-async def download_image(url: str, *, max_bytes: int, timeout: float, allow_private: bool = False) -> bytes:
-    """Fetch an image for upload: http(s) only, capped in size and time, image/* only."""
-    if not url.lower().startswith(("http://", "https://")):
-        raise DownloadError("only http(s) URLs are downloaded")
+# Telegram accepts uploaded photos up to 10 MB; a bigger download could never be sent.
+TELEGRAM_PHOTO_MAX_BYTES = 10 * 1000 * 1000
+# Image types Telegram takes as a photo, with their leading bytes. SVG is not among them (it is a
+# document that can carry scripts), nor is anything we cannot recognise.
+_IMAGE_MAGIC = {
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/jpg": (b"\xff\xd8\xff",),
+    "image/pjpeg": (b"\xff\xd8\xff",),
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),
+    "image/bmp": (b"BM",),
+}
+_ANY_MAGIC = tuple(m for magics in _IMAGE_MAGIC.values() for m in magics)
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def _looks_like_image(data: bytes) -> bool:
+    if data.startswith(b"RIFF"):
+        return data[8:12] == b"WEBP"
+    return data.startswith(_ANY_MAGIC)
+
+
+async def download_image(
+    url: str,
+    *,
+    max_bytes: int,
+    timeout: float,
+    allow_private: bool = False,
+    resolve: Resolve | None = None,
+    problem: AddressCheck = address_problem,
+) -> bytes:
+    """Fetch an image for upload.
+
+    http(s) only; no loopback/private/link-local/metadata address, checked after DNS resolution and
+    again on every redirect (at most MAX_REDIRECTS), unless `allow_private`; capped at `max_bytes`
+    (and Telegram's photo limit) and `timeout` seconds in all; an image content type whose bytes
+    look like that image. Any refusal raises :class:`DownloadError`. `resolve`/`problem`: see
+    imagegen.urlguard (tests)."""
+    max_bytes = min(max_bytes, TELEGRAM_PHOTO_MAX_BYTES)
+    resolver = GuardedResolver(allow_private=allow_private, resolve=resolve, problem=problem)
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-            async with session.get(url) as resp:
-                if resp.status != 200:
-                    raise DownloadError(f"HTTP {resp.status}")
-                ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                if not ctype.startswith("image/"):
-                    raise DownloadError(f"content type {ctype or 'missing'} is not an image")
-                if resp.content_length is not None and resp.content_length > max_bytes:
-                    raise DownloadError(f"image is {resp.content_length} bytes, over the {max_bytes} cap")
-                chunks, size = [], 0
-                async for chunk in resp.content.iter_chunked(65536):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise DownloadError(f"image exceeds the {max_bytes} byte cap")
-                    chunks.append(chunk)
-                return b"".join(chunks)
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise DownloadError(f"{type(exc).__name__}: {exc}") from exc
+        target = check_url(url, allow_private=allow_private, problem=problem)
+        async with asyncio.timeout(timeout):
+            connector = aiohttp.TCPConnector(resolver=resolver, use_dns_cache=False, force_close=True)
+            async with aiohttp.ClientSession(connector=connector, trust_env=False,
+                                             timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+                for hop in range(MAX_REDIRECTS + 1):
+                    async with session.get(target, allow_redirects=False) as resp:
+                        if resp.status in _REDIRECTS:
+                            location = resp.headers.get("Location", "")
+                            if not location:
+                                raise DownloadError(f"HTTP {resp.status} without a Location")
+                            if hop == MAX_REDIRECTS:
+                                raise DownloadError(f"more than {MAX_REDIRECTS} redirects")
+                            try:
+                                next_url = target.join(URL(location))
+                            except (ValueError, TypeError):
+                                raise DownloadError("unparseable redirect Location") from None
+                            target = check_url(next_url, allow_private=allow_private, problem=problem)
+                            continue
+                        return await _read_image(resp, max_bytes)
+        raise DownloadError("redirect loop")  # pragma: no cover - the loop always returns or raises
+    except UrlRefused as exc:
+        raise DownloadError(f"refused: {exc}") from None
+    except TimeoutError:
+        raise DownloadError(f"timed out after {timeout:g} s") from None
+    except (aiohttp.ClientError, OSError) as exc:
+        if resolver.refused:
+            raise DownloadError(f"refused: {resolver.refused}") from None
+        raise DownloadError(redact(f"{type(exc).__name__}: {exc}")) from None
+
+
+async def _read_image(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    if resp.status != 200:
+        raise DownloadError(f"HTTP {resp.status}")
+    ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if ctype not in _IMAGE_MAGIC:
+        raise DownloadError(f"content type {ctype or 'missing'} is not a photo type")
+    if resp.content_length is not None and resp.content_length > max_bytes:
+        raise DownloadError(f"image is {resp.content_length} bytes, over the {max_bytes} cap")
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > max_bytes:
+            raise DownloadError(f"image exceeds the {max_bytes} byte cap")
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if not _looks_like_image(data):
+        raise DownloadError(f"body is not a {ctype} image")
+    return data
 
 
 async def send_result(
@@ -107,8 +187,8 @@ async def send_result(
     except Exception as exc:
         mapped = classify_telegram_error(exc)
         if mapped is not None:
-            raise mapped from exc
-        log_event(corr_id, "DELIVER_FALLBACK", level="bytes", reason=str(exc)[:200])
+            raise mapped from None  # the message carries the (redacted) cause
+        log_event(corr_id, "DELIVER_FALLBACK", level="bytes", reason=redact(exc)[:200])
 
     # Level 2: download here, upload the bytes.
     try:
@@ -120,8 +200,8 @@ async def send_result(
     except Exception as exc:
         mapped = classify_telegram_error(exc)
         if mapped is not None:
-            raise mapped from exc
-        log_event(corr_id, "DELIVER_FALLBACK", level="text", reason=str(exc)[:200])
+            raise mapped from None  # the message carries the (redacted) cause
+        log_event(corr_id, "DELIVER_FALLBACK", level="text", reason=redact(exc)[:200])
 
     # Level 3: the link as text.
     try:
@@ -129,7 +209,7 @@ async def send_result(
         return DeliveryResult("text", msg.message_id)
     except Exception as exc:
         mapped = classify_telegram_error(exc)
-        raise (mapped or PermanentDeliveryError(f"Telegram refused the text message: {exc}")) from exc
+        raise (mapped or PermanentDeliveryError(redact(f"Telegram refused the text message: {exc}"))) from None
 
 
 def create_bot(token: str, api_base: str, *, timeout: float = 30.0) -> Bot:
@@ -137,5 +217,6 @@ def create_bot(token: str, api_base: str, *, timeout: float = 30.0) -> Bot:
     from aiogram.client.session.aiohttp import AiohttpSession
     from aiogram.client.telegram import TelegramAPIServer
 
+    register(token)
     session = AiohttpSession(api=TelegramAPIServer.from_base(api_base), timeout=timeout)
     return Bot(token, session=session)

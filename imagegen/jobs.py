@@ -31,6 +31,33 @@ class LockResult:
     job: dict[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class Admission:
+    """Outcome of admit_job.
+
+    outcome: "created" (the job row was inserted), "exists" (this job id was admitted before: a
+    repeated request, not counted again), "too_many_active" or "too_many_recent" (a per-user limit;
+    nothing inserted). retry_after: seconds until the per-minute limit lets a request through
+    (0 when unknown, e.g. for the active limit, which frees up when a generation ends).
+    """
+
+    outcome: str
+    job: dict[str, Any] | None = None
+    active: int = 0
+    recent: int = 0
+    retry_after: float = 0.0
+
+    @property
+    def admitted(self) -> bool:
+        return self.outcome in ("created", "exists")
+
+
+# States in which a job still occupies one of its user's concurrent slots (see the migration).
+ACTIVE_STATES = ("created", "submitted", "success")
+# Advisory-lock class (two-int form) that serialises admissions of one user.
+_USER_LIMIT_LOCK = 0x11A6E
+
+
 class JobRepository:
     def __init__(self, pool: asyncpg.Pool):
         self.pool = pool
@@ -60,6 +87,63 @@ class JobRepository:
         if row is None:
             row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1", job_id)
         return dict(row)
+
+    async def admit_job(
+        self,
+        *,
+        job_id: str,
+        workflow_id: str,
+        user_id: int,
+        chat_id: int,
+        model: str,
+        prompt: str,
+        aspect_ratio: str,
+        status_message_id: int | None,
+        max_active: int,
+        max_per_minute: int,
+        active_window_seconds: float = 3600.0,
+    ) -> Admission:
+        """Insert the job only if its user is under both limits, atomically per user.
+
+        Active: jobs in ACTIVE_STATES, not delivered, created within `active_window_seconds` (a job
+        stuck longer than any workflow can run does not block its user forever). Recent: jobs
+        created in the last 60 s. A job id that already exists is returned as "exists" without
+        checking limits (a double press is one request). Same row as create_job would insert.
+        """
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2::text))", _USER_LIMIT_LOCK, str(user_id))
+                existing = await conn.fetchrow(f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1", job_id)
+                if existing is not None:
+                    return Admission("exists", dict(existing))
+                counts = await conn.fetchrow(
+                    """
+                    SELECT count(*) FILTER (WHERE state = ANY($2::text[]) AND delivered_at IS NULL
+                                              AND created_at > now() - make_interval(secs => $3)) AS active,
+                           coalesce(array_agg(extract(epoch FROM created_at + interval '60 seconds' - now())
+                                              ORDER BY created_at)
+                                    FILTER (WHERE created_at > now() - interval '60 seconds'), '{}') AS waits
+                      FROM generation_jobs
+                     WHERE user_id = $1 AND created_at > now() - make_interval(secs => greatest($3, 60))
+                    """,
+                    user_id, list(ACTIVE_STATES), float(active_window_seconds),
+                )
+                active, waits = int(counts["active"]), [float(w) for w in counts["waits"]]
+                if len(waits) >= max_per_minute:
+                    # The request fits once enough of the oldest ones have left the 60 s window.
+                    wait = waits[len(waits) - max_per_minute] if max_per_minute > 0 else 60.0
+                    return Admission("too_many_recent", active=active, recent=len(waits), retry_after=max(wait, 0.0))
+                if active >= max_active:
+                    return Admission("too_many_active", active=active, recent=len(waits))
+                row = await conn.fetchrow(
+                    f"""
+                    INSERT INTO generation_jobs (id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                    RETURNING {_COLUMNS}
+                    """,
+                    job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
+                )
+                return Admission("created", dict(row), active=active + 1, recent=len(waits) + 1)
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1", job_id)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import unicodedata
 
 from aiogram import F, Router
+from aiogram.exceptions import TelegramBadRequest
 from aiogram.filters import Command, CommandStart, StateFilter
 from aiogram.filters.callback_data import CallbackData
 from aiogram.fsm.context import FSMContext
@@ -21,8 +23,10 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from imagegen import texts
 from imagegen.contracts import GenerationInput, workflow_id_for
+from imagegen.jobs import JobRepository
 from imagegen.logs import log_event
 from imagegen.models import MODELS, get_model
+from imagegen.redact import redact
 from imagegen.settings import Settings
 
 log = logging.getLogger("imagegen.bot")
@@ -71,15 +75,34 @@ def job_id_for(message: Message) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def prompt_problem(prompt: str, limit: int) -> str | None:
-    """A friendly message when the prompt cannot be sent to Kie; None when it is fine."""
-    if not prompt.strip():
+# Characters that show nothing: spaces, and format characters such as zero-width spaces.
+_INVISIBLE_CATEGORIES = ("Zs", "Zl", "Zp", "Cf", "Cc")
+
+
+def prompt_problem(prompt: str | None, limit: int) -> str | None:
+    """A friendly message when the prompt cannot be sent to Kie; None when it is fine.
+
+    Refused: empty or only invisible characters; control characters other than newline and tab
+    (and unpaired surrogates); over `limit` characters."""
+    if not isinstance(prompt, str) or not prompt.strip():
         return texts.PROMPT_EMPTY
-    if any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in prompt):
+    if all(c.isspace() or unicodedata.category(c) in _INVISIBLE_CATEGORIES for c in prompt):
+        return texts.PROMPT_EMPTY
+    if any((unicodedata.category(c) == "Cc" and c not in "\n\t") or unicodedata.category(c) == "Cs"
+           for c in prompt):
         return texts.PROMPT_BAD_CHARS
     if len(prompt.strip()) > limit:
         return texts.PROMPT_TOO_LONG.format(length=len(prompt.strip()), limit=limit)
     return None
+
+
+async def _edit(message: Message, text: str) -> None:
+    """Edit a bot message; a repeated press that would not change it is not an error."""
+    try:
+        await message.edit_text(text)
+    except TelegramBadRequest as exc:
+        if "not modified" not in exc.message:
+            raise
 
 
 async def on_start(message: Message, state: FSMContext) -> None:
@@ -90,12 +113,12 @@ async def on_start(message: Message, state: FSMContext) -> None:
 
 async def on_model(query: CallbackQuery, callback_data: ModelChoice, state: FSMContext) -> None:
     model = get_model(callback_data.key)
-    if model is None or query.message is None:
+    if model is None or not isinstance(query.message, Message):
         await query.answer(texts.STALE_BUTTON, show_alert=True)
         return
     await state.set_state(Flow.writing_prompt)
     await state.update_data(model=model.key)
-    await query.message.edit_text(texts.ASK_PROMPT.format(model=model.title, limit=model.max_prompt_chars))
+    await _edit(query.message, texts.ASK_PROMPT.format(model=model.title, limit=model.max_prompt_chars))
     await query.answer()
 
 
@@ -119,21 +142,58 @@ async def on_prompt_not_text(message: Message) -> None:
     await message.answer(texts.NEED_TEXT)
 
 
+def limit_message(admission, settings: Settings) -> str:
+    if admission.outcome == "too_many_recent":
+        return texts.TOO_MANY_RECENT.format(limit=settings.user_max_per_minute,
+                                            seconds=max(1, math.ceil(admission.retry_after)))
+    return texts.TOO_MANY_ACTIVE.format(active=admission.active, limit=settings.user_max_active)
+
+
 async def on_ratio(
-    query: CallbackQuery, callback_data: RatioChoice, state: FSMContext, temporal: Client, settings: Settings
+    query: CallbackQuery,
+    callback_data: RatioChoice,
+    state: FSMContext,
+    temporal: Client,
+    settings: Settings,
+    jobs: JobRepository | None = None,
 ) -> None:
     data = await state.get_data()
     model = get_model(data.get("model", ""))
     prompt = data.get("prompt")
     ratio = callback_data.aspect_ratio
-    if model is None or not prompt or ratio not in model.aspect_ratios or query.message is None:
+    if model is None or not prompt or ratio not in model.aspect_ratios or not isinstance(query.message, Message):
         await query.answer(texts.STALE_BUTTON, show_alert=True)
         return
     chat_id = query.message.chat.id
     status_message_id = query.message.message_id
     job_id = job_id_for(query.message)
+    user_id = query.from_user.id
+    repeated = False  # this job was admitted before: a second press of the same button
+    if jobs is not None:
+        # Per-user limits, checked and recorded in one step: the job row is inserted here (the
+        # create_task activity's create_job finds it and returns it unchanged).
+        try:
+            admission = await jobs.admit_job(
+                job_id=job_id, workflow_id=workflow_id_for(job_id), user_id=user_id, chat_id=chat_id,
+                model=model.key, prompt=prompt, aspect_ratio=ratio, status_message_id=status_message_id,
+                max_active=settings.user_max_active, max_per_minute=settings.user_max_per_minute,
+                active_window_seconds=settings.max_wait_seconds + 300,
+            )
+        except Exception as exc:
+            log_event(job_id, "JOB_ADMIT_FAILED", severity=logging.ERROR, error=redact(f"{type(exc).__name__}: {exc}")[:300])
+            await query.answer(texts.START_FAILED, show_alert=True)
+            return
+        if not admission.admitted:
+            log_event(job_id, "USER_LIMITED", user_id=user_id, limit=admission.outcome, active=admission.active,
+                      recent=admission.recent, retry_after=round(admission.retry_after, 1))
+            # The menu stays as it is: the same button works once the limit allows.
+            await query.answer(limit_message(admission, settings), show_alert=True)
+            return
+        repeated = admission.outcome == "exists"
     await state.clear()
-    await query.message.edit_text(texts.STATUS_STARTED.format(model=model.title, ratio=ratio))
+    status_text = texts.STATUS_STARTED.format(model=model.title, ratio=ratio)
+    if not repeated:  # a repeat must not overwrite a status the running workflow already set
+        await _edit(query.message, status_text)
     inp = GenerationInput(
         job_id=job_id,
         user_id=query.from_user.id,
@@ -158,10 +218,17 @@ async def on_ratio(
         await query.answer(texts.ALREADY_STARTED)
         return
     except Exception as exc:
-        log_event(job_id, "JOB_START_FAILED", severity=logging.ERROR, error=f"{type(exc).__name__}: {exc}")
-        await query.message.edit_text(texts.START_FAILED)
+        log_event(job_id, "JOB_START_FAILED", severity=logging.ERROR, error=redact(f"{type(exc).__name__}: {exc}")[:300])
+        if jobs is not None:  # free the user's slot: this request never became a generation
+            try:
+                await jobs.set_state(job_id, "error", error="workflow start failed")
+            except Exception:
+                log.exception("could not mark job %s as failed", job_id)
+        await _edit(query.message, texts.START_FAILED)
         await query.answer()
         return
+    if repeated:  # the earlier press recorded the job but never started it (e.g. the bot restarted)
+        await _edit(query.message, status_text)
     log_event(job_id, "JOB_SUBMITTED", workflow_id=workflow_id_for(job_id), user_id=query.from_user.id,
               model=model.key, aspect_ratio=ratio, prompt_chars=len(prompt))
     await query.answer()
@@ -169,7 +236,7 @@ async def on_ratio(
 
 async def on_ratio_stale(query: CallbackQuery) -> None:
     """A ratio button from an old menu, or pressed again after the generation started."""
-    if query.message is not None:
+    if isinstance(query.message, Message):
         job_id = job_id_for(query.message)
         log_event(job_id, "STALE_BUTTON", user_id=query.from_user.id)
     await query.answer(texts.STALE_BUTTON)
