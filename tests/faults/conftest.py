@@ -9,6 +9,7 @@ temporal_address  the session Temporal dev server's address (for subprocesses).
 
 from __future__ import annotations
 
+import random
 import uuid
 
 import pytest
@@ -47,7 +48,8 @@ async def procstack(temporal_env, temporal_address, pg_dsn):
 
     async def make(name: str, *, dsn: str | None = None, address: str | None = None, **kwargs) -> ProcStack:
         kwargs.setdefault("kie", FaultKie(api_key="faults-kie-key"))
-        kwargs.setdefault("tg", FaultTelegram(token="555000111:FAULTS-TOKEN"))
+        # A bot token of its own: the polling singleton's advisory lock is keyed by it.
+        kwargs.setdefault("tg", FaultTelegram(token=f"{random.randint(10**8, 10**9)}:FAULTS-{name}"))
         client = None if address else temporal_env.client
         ps = ProcStack(name=name, dsn=dsn or pg_dsn, temporal_address=address or temporal_address, client=client,
                        **kwargs)

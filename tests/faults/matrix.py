@@ -222,10 +222,12 @@ async def statuses(gens: list[Gen]) -> list[dict[str, Any]]:
 
 
 def status_texts(tg: Any, gens: list[Gen]) -> Counter:
-    """The final text of each generation's status message (the chat's first bot text message)."""
+    """How each generation's status message ended: "done", "❌", "⌛" or "-" (none of those)."""
     out: Counter = Counter()
     for g in gens:
-        msgs = [m for m in tg.messages(g.chat_id) if m.get("kind") == "text" and m.get("text")]
-        text = msgs[0]["text"] if msgs else "-"
-        out[text[:1] if text != texts.STATUS_DONE else "done"] += 1
+        found = [m.get("text") or "" for m in tg.messages(g.chat_id) if m.get("kind") == "text"]
+        if texts.STATUS_DONE in found:
+            out["done"] += 1
+        else:
+            out[next((t[:1] for t in found if t.startswith(ERROR_PREFIXES)), "-")] += 1
     return out

@@ -10,11 +10,14 @@ FaultTelegram:
                            "after": the photo is accepted (recorded in ``photos``) and then the
                            *answer* is held until ``release`` is set.
   held                     how many sendPhoto calls are currently held.
+  photo_latency (None)     (low, high): every sendPhoto takes uniform(low, high) s before Telegram
+                           accepts it; ``sending`` counts the calls in progress.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
@@ -42,6 +45,8 @@ class FaultTelegram(TelegramSimulator):
         self.hold_photos: str | None = None
         self.held = 0
         self.release = asyncio.Event()
+        self.photo_latency: tuple[float, float] | None = None
+        self.sending = 0
 
     async def _fetch(self, url: str) -> bytes:
         if self.url_fetch_fails:
@@ -50,6 +55,15 @@ class FaultTelegram(TelegramSimulator):
         return await super()._fetch(url)
 
     async def _m_sendPhoto(self, p: dict, f: dict) -> Any:
+        self.sending += 1
+        try:
+            return await self._send_photo(p, f)
+        finally:
+            self.sending -= 1
+
+    async def _send_photo(self, p: dict, f: dict) -> Any:
+        if self.photo_latency:
+            await asyncio.sleep(random.uniform(*self.photo_latency))
         mode = self.hold_photos
         if mode == "before":
             self.held += 1

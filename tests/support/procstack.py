@@ -180,6 +180,7 @@ class ProcStack:
         self.pool: asyncpg.Pool | None = None
         self.bot = None
         self._counter = 0
+        self._stopped = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> "ProcStack":
@@ -197,6 +198,10 @@ class ProcStack:
         return self
 
     async def stop(self) -> None:
+        """Stop everything still running (SIGTERM, then SIGKILL after 15 s). Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
         for p in self.procs:
             p.terminate()
         for p in self.procs:
