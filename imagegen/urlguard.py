@@ -14,6 +14,7 @@ address check off; the scheme check and the redirect limit stay.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from typing import Awaitable, Callable, Iterable
 
@@ -29,6 +30,8 @@ _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 # Hostnames that are internal by convention even if some resolver maps them elsewhere.
 _INTERNAL_NAMES = ("localhost", "metadata.google.internal", "metadata")
 _INTERNAL_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain", ".home.arpa")
+
+_NUMERIC_HOST = re.compile(r"^((0x[0-9a-f]*|[0-9]+)\.?)+$")
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -93,6 +96,9 @@ def check_url(url: str | URL, *, allow_private: bool, problem: AddressCheck = ad
     host = (parsed.raw_host or "").lower().rstrip(".")
     if not host:
         raise UrlRefused("URL has no host")
+    if not _is_ip_literal(host) and _NUMERIC_HOST.match(host):
+        # 2130706433, 0x7f.1, 127.1 …: resolvers read these as IP addresses; nobody needs them.
+        raise UrlRefused(f"numeric host {host!r} is not a canonical IP address")
     if allow_private:
         return parsed
     if _is_ip_literal(host):
