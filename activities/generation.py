@@ -41,6 +41,15 @@ from imagegen.settings import Settings
 HEARTBEAT_EVERY_SECONDS = 2.0
 
 
+def _accepted_from(details: object) -> dict | None:
+    """The accepted-photo memo a previous attempt heartbeated, if any."""
+    if isinstance(details, (list, tuple)) and details:
+        last = details[-1]
+        if isinstance(last, dict) and isinstance(last.get("message_id"), int) and last.get("owner"):
+            return last
+    return None
+
+
 def attempt_budget(lease_seconds: float) -> float:
     """How long one delivery attempt may spend sending. Strictly inside the lease, so a holder that
     is still alive always finishes (and releases or marks) before anyone may take its lock over."""
@@ -107,9 +116,21 @@ class GenerationActivities:
 
     @activity.defn(name="deliver")
     async def deliver(self, inp: DeliverInput) -> DeliverResult:
-        """Take the lock, send with the 3-level fallback, mark delivered only after Telegram accepted."""
+        """Take the lock, send with the 3-level fallback, mark delivered only after Telegram accepted.
+
+        Once Telegram has accepted the photo this attempt never sends again: the accepted message
+        id is heartbeated at once, recording it in Postgres is retried within the attempt, and a
+        later attempt that finds it in the heartbeat details only records it (see docs/reliability.md).
+        """
         info = activity.info()
         owner = f"{info.workflow_id}#{info.attempt}#{uuid.uuid4().hex[:8]}"
+        accepted = _accepted_from(info.heartbeat_details)
+        if accepted is not None:
+            activity.heartbeat(accepted)  # carry it forward in case recording fails again
+            log_event(inp.job_id, "DELIVER_ALREADY_ACCEPTED", message_id=accepted["message_id"],
+                      level=accepted["level"], attempt=info.attempt)
+            return await self._record_delivery(inp.job_id, accepted)
+
         lock = await self.repo.try_acquire_delivery_lock(inp.job_id, owner, self.settings.delivery_lease_seconds)
         if lock.outcome == "delivered":
             log_event(inp.job_id, "DELIVER_LOCK_SKIP", reason="already delivered")
@@ -123,48 +144,75 @@ class GenerationActivities:
         log_event(inp.job_id, "DELIVER_LOCK_WIN", owner=owner)
         model = MODELS[inp.model]
         log_event(inp.job_id, "DELIVER_START", chat_id=inp.chat_id, attempt=info.attempt)
-        heartbeat = asyncio.create_task(self._heartbeat())
+        beat: dict = {}
+        heartbeat = asyncio.create_task(self._heartbeat(beat))
         try:
-            async with asyncio.timeout(attempt_budget(self.settings.delivery_lease_seconds)):
-                result = await send_result(
-                    self.bot,
-                    inp.chat_id,
-                    inp.url,
-                    caption=texts.PHOTO_CAPTION.format(model=model.title, ratio=inp.aspect_ratio),
-                    link_text=texts.RESULT_LINK.format(url=inp.url),
-                    corr_id=inp.job_id,
-                    max_bytes=self.settings.download_max_bytes,
-                    download_timeout=self.settings.download_timeout_seconds,
-                    allow_private=self.settings.allow_private_urls,
-                )
-        except TimeoutError as exc:
-            await self.repo.release_delivery_lock(inp.job_id, owner, error="delivery attempt timed out")
-            log_event(inp.job_id, "DELIVER_RETRY", error="attempt budget exceeded")
-            raise ApplicationError("delivery attempt timed out", type="RetryableDeliveryError") from exc
-        except PermanentDeliveryError as exc:
-            await self.repo.mark_undeliverable(inp.job_id, owner, str(exc))
-            log_event(inp.job_id, "DELIVER_FAILED", permanent=True, error=str(exc))
-            raise ApplicationError(str(exc), type="PermanentDeliveryError", non_retryable=True) from exc
-        except RetryableDeliveryError as exc:
-            await self.repo.release_delivery_lock(inp.job_id, owner, error=str(exc))
-            log_event(inp.job_id, "DELIVER_RETRY", error=str(exc), retry_after=exc.retry_after or "")
-            delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
-            raise ApplicationError(str(exc), type="RetryableDeliveryError", next_retry_delay=delay) from exc
-        except BaseException:
-            await asyncio.shield(self.repo.release_delivery_lock(inp.job_id, owner))
-            raise
+            try:
+                async with asyncio.timeout(attempt_budget(self.settings.delivery_lease_seconds)):
+                    result = await send_result(
+                        self.bot,
+                        inp.chat_id,
+                        inp.url,
+                        caption=texts.PHOTO_CAPTION.format(model=model.title, ratio=inp.aspect_ratio),
+                        link_text=texts.RESULT_LINK.format(url=inp.url),
+                        corr_id=inp.job_id,
+                        max_bytes=self.settings.download_max_bytes,
+                        download_timeout=self.settings.download_timeout_seconds,
+                        allow_private=self.settings.allow_private_urls,
+                    )
+            except TimeoutError as exc:
+                await self.repo.release_delivery_lock(inp.job_id, owner, error="delivery attempt timed out")
+                log_event(inp.job_id, "DELIVER_RETRY", error="attempt budget exceeded")
+                raise ApplicationError("delivery attempt timed out", type="RetryableDeliveryError") from exc
+            except PermanentDeliveryError as exc:
+                await self.repo.mark_undeliverable(inp.job_id, owner, str(exc))
+                log_event(inp.job_id, "DELIVER_FAILED", permanent=True, error=str(exc))
+                raise ApplicationError(str(exc), type="PermanentDeliveryError", non_retryable=True) from exc
+            except RetryableDeliveryError as exc:
+                await self.repo.release_delivery_lock(inp.job_id, owner, error=str(exc))
+                log_event(inp.job_id, "DELIVER_RETRY", error=str(exc), retry_after=exc.retry_after or "")
+                delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
+                raise ApplicationError(str(exc), type="RetryableDeliveryError", next_retry_delay=delay) from exc
+            except BaseException:
+                await asyncio.shield(self.repo.release_delivery_lock(inp.job_id, owner))
+                raise
+            # Accepted by Telegram: from here on, never send again.
+            beat.update(message_id=result.message_id, level=result.level, owner=owner)
+            activity.heartbeat(dict(beat))
+            log_event(inp.job_id, "DELIVER_OK", level=result.level, message_id=result.message_id)
+            return await self._record_delivery(inp.job_id, dict(beat))
         finally:
             heartbeat.cancel()
-        log_event(inp.job_id, "DELIVER_OK", level=result.level, message_id=result.message_id)
-        held = await self.repo.mark_delivered(inp.job_id, owner, message_id=result.message_id, level=result.level)
-        log_event(inp.job_id, "MARK_DELIVERED", message_id=result.message_id, lock_held=held)
-        return DeliverResult("delivered", result.level, result.message_id)
+
+    async def _record_delivery(self, job_id: str, accepted: dict) -> DeliverResult:
+        """Set delivered_at with the message id; retried here while Postgres is unreachable."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + attempt_budget(self.settings.delivery_lease_seconds)
+        delay = 0.2
+        while True:
+            try:
+                held = await self.repo.mark_delivered(job_id, accepted["owner"], message_id=accepted["message_id"],
+                                                      level=accepted["level"])
+                break
+            except Exception as exc:  # connection refused, server restarting, pool errors…
+                if loop.time() + delay > deadline:
+                    log_event(job_id, "MARK_DELIVERED_FAILED", error=f"{type(exc).__name__}: {exc}"[:200])
+                    raise ApplicationError(f"could not record the delivery: {type(exc).__name__}",
+                                           type="RecordDeliveryError") from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 3.0)
+        log_event(job_id, "MARK_DELIVERED", message_id=accepted["message_id"], lock_held=held)
+        return DeliverResult("delivered", accepted["level"], accepted["message_id"])
 
     @staticmethod
-    async def _heartbeat() -> None:
-        """Tell Temporal this attempt is alive, so a dead worker is noticed within the heartbeat timeout."""
+    async def _heartbeat(details: dict) -> None:
+        """Tell Temporal this attempt is alive, so a dead worker is noticed within the heartbeat
+        timeout; once Telegram accepted the photo, every heartbeat carries its message id."""
         while True:
-            activity.heartbeat()
+            if details:
+                activity.heartbeat(dict(details))
+            else:
+                activity.heartbeat()
             await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
 
     @activity.defn(name="finish")
