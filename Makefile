@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast install run-worker run-bot clean
+.PHONY: demo test test-fast test-faults install run-worker run-bot clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -25,6 +25,10 @@ test: $(STAMP)
 ## Everything except the slow end-to-end suites.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e"
+
+## The fault matrix only (issue #3): every race and fault, N generations each; see docs/reliability.md.
+test-faults: $(STAMP)
+	$(PY) -m pytest -q -m faults
 
 run-worker: $(STAMP)
 	$(PY) worker.py

@@ -9,7 +9,10 @@ temporal_address  the session Temporal dev server's address (for subprocesses).
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import time
 import uuid
 
 import pytest
@@ -63,10 +66,41 @@ async def procstack(temporal_env, temporal_address, pg_dsn):
         await ps.stop()
 
 
+_SESSION = {"tests": 0, "passed": 0, "failed": 0, "xfailed": 0, "seconds": 0.0}
+
+
+def pytest_runtest_logreport(report):
+    if "faults" not in report.keywords:
+        return
+    _SESSION["seconds"] += report.duration
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        _SESSION["tests"] += 1
+        if hasattr(report, "wasxfail"):
+            _SESSION["xfailed"] += 1
+        elif report.outcome == "passed":
+            _SESSION["passed"] += 1
+        elif report.outcome == "failed":
+            _SESSION["failed"] += 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if not SUMMARIES:
+        return
+    record = {"session": True, **_SESSION, "seconds": round(_SESSION["seconds"], 1), "cpus": os.cpu_count(),
+              "at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    path = results_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if SUMMARIES:
         terminalreporter.section("fault matrix")
         for line in SUMMARIES:
             terminalreporter.write_line(line)
+        terminalreporter.write_line(
+            f"fault tests: {_SESSION['tests']} ({_SESSION['passed']} passed, {_SESSION['xfailed']} xfailed, "
+            f"{_SESSION['failed']} failed) in {_SESSION['seconds']:.0f} s")
         terminalreporter.write_line(f"(records appended to {results_path()}; "
                                     f"table: python -m tests.faults.report {results_path()})")

@@ -123,9 +123,10 @@ def telegram_calls(tg: Any, method: str, chat_ids: set[int] | None = None) -> in
 
 async def tally(cell: str, variant: str, gens: list[Gen], tg: Any, dsn: str, *, started: float,
                 expect: str = "delivered", timeout: float = 90.0, extra: Any = None,
-                results: dict[str, Any] | None = None, settle: float = 0.5) -> dict[str, Any]:
+                results: dict[str, Any] | None = None, settle: float = 0.5, note: str = "") -> dict[str, Any]:
     """Wait for every workflow, count, record. `expect`: delivered | fail | timeout | undeliverable.
-    `extra`: a dict, or a callable (sync or async) giving one, called once the workflows are done."""
+    `extra`: a dict, or a callable (sync or async) giving one, called once the workflows are done.
+    `note`: why duplicates are expected here (a documented trade-off, or a known bug), for the table."""
     if results is None:
         results = await wait_results(gens, timeout)
     seconds = time.monotonic() - started
@@ -167,6 +168,7 @@ async def tally(cell: str, variant: str, gens: list[Gen], tg: Any, dsn: str, *, 
         "user_errors": dict(Counter(p["errors"] for p in per_gen)),
         "seconds": round(seconds, 1),
         "extra": extra or {},
+        "note": note,
         "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "problems": [p for p in per_gen if p["lost"] or not p["db_ok"] or p["msgs"] > 1][:5],
     }

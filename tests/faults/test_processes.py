@@ -107,7 +107,7 @@ async def test_worker_sigkill_mid_delivery(procstack, when):
                 **log_counts([w2], "DELIVER_LOCK_SKIP", "DELIVER_OK")}
 
     rec = await tally("worker SIGKILL mid-delivery", f"killed {when}", gens, ps.tg, ps.dsn, started=t0, timeout=150,
-                      extra=extra)
+                      extra=extra, note="trade-off: no idempotency key" if when == "after accept" else "")
     assert locked == N
     if when == "before accept":
         assert accepted_before_kill == 0
@@ -149,7 +149,7 @@ async def test_worker_sigkill_at_a_random_instant(procstack):
                       and by_chat[p.chat_id]["delivered_at"] is None)
     exposed = sending_at_kill + uncommitted
     rec = await tally("worker SIGKILL mid-delivery", "killed at a random instant", gens, ps.tg, ps.dsn, started=t0,
-                      timeout=150,
+                      timeout=150, note="trade-off: no idempotency key",
                       extra=lambda: {"sending_at_kill": sending_at_kill, "accepted_uncommitted_at_kill": uncommitted,
                                      "exposed": exposed,
                                      "photos_before_kill": sum(p.time <= t_kill for p in ps.tg.photos)})

@@ -1,11 +1,12 @@
 """Fault matrix, restart cells: the database or the Temporal dev server restarts while generations
-are in flight. Each cell runs its OWN server (fixed port, persistent data under .run/faults/), so
+are in flight. Each cell runs its OWN server (fixed port, persistent data under .run/faults/<name>-<pid>/), so
 the session-wide ones of tests/conftest.py are never disturbed; worker.py and bot.py are real
 subprocesses pointed at it."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import time
@@ -20,7 +21,8 @@ pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
 
 def fresh_dir(name: str):
-    path = RUN_DIR / "faults" / name
+    """A data directory of this run's own (never shared with a concurrent run on the same checkout)."""
+    path = RUN_DIR / "faults" / f"{name}-{os.getpid()}"
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
@@ -98,7 +100,7 @@ async def test_postgres_restart_between_accept_and_commit(procstack):
         await asyncio.to_thread(pg.start)
         outage = time.monotonic() - t_down
         rec = await tally("Postgres restart", "between Telegram's accept and the commit", gens, ps.tg, ps.dsn,
-                          started=t0, timeout=150,
+                          started=t0, timeout=150, note="bug F1 (resends after a failed commit)",
                           extra=lambda: {"outage_s": round(outage, 1),
                                          "marked_first_try": sum(w.log().count("MARK_DELIVERED") for w in workers),
                                          "worker_alive": all(w.alive for w in workers)})
@@ -114,25 +116,30 @@ async def test_temporal_restart(procstack):
     await asyncio.to_thread(server.start)
     try:
         ps = await procstack("temporal-restart", address=server.address)
-        ps.kie.delay = 4.0  # the generations are waiting for Kie while the server is away
+        ps.kie.delay = 5.0  # the generations wait for Kie, and Kie calls back, while the server is away
         ps.kie.callback_retries = 3
         ps.kie.callback_retry_delay = 1.0
         workers = [await ps.start_worker()]
-        await ps.start_bot()
+        bots = [await ps.start_bot()]
         t0 = time.monotonic()
         gens = await staggered(ps, N, 0.05)
-        t_down = time.monotonic()
+        await ps.tg.wait_for(lambda: len(ps.kie.tasks) >= N, timeout=60)  # every Kie task created
+        t_down, wall_down = time.monotonic(), time.time()
         await asyncio.to_thread(server.stop)
-        await asyncio.sleep(3.0)
+        await asyncio.sleep(4.0)
         await asyncio.to_thread(server.start)  # same port, same database file
-        outage = time.monotonic() - t_down
-        rec = await tally("Temporal restart", "dev server restarted (persistent db), 3 s down", gens, ps.tg, ps.dsn,
+        outage, wall_up = time.monotonic() - t_down, time.time()
+        rec = await tally("Temporal restart", "dev server restarted (persistent db), callbacks during the outage", gens, ps.tg, ps.dsn,
                           started=t0, timeout=180,
                           extra=lambda: {"outage_s": round(outage, 1), "callbacks": len(ps.kie.callbacks),
                                          "callbacks_2xx": sum(c.ok for c in ps.kie.callbacks),
+                                         "callbacks_sent_while_down": sum(wall_down <= c.time <= wall_up
+                                                                          for c in ps.kie.callbacks),
+                                         "bot_signal_failed": sum(b.count("CALLBACK_SIGNAL_FAILED") for b in bots),
                                          "worker_alive": all(w.alive for w in workers)})
         assert_exactly_one(rec)
         assert rec["extra"]["worker_alive"]
+        assert rec["extra"]["callbacks_sent_while_down"] > 0, "the outage must overlap the callbacks"
         assert status_texts(ps.tg, gens) == {"done": N}
     finally:
         await asyncio.to_thread(server.stop)

@@ -79,6 +79,7 @@ async def test_telegram_5xx_and_timeouts(fstack, variant):
     t0 = time.monotonic()
     gens = await launch(s, N)
     rec = await tally("Telegram 5xx / timeouts", variant, gens, s.tg, s.dsn, started=t0,
+                      note="trade-off: no idempotency key" if ambiguous else "",
                       extra=lambda: {"sendPhoto_calls": telegram_calls(s.tg, "sendPhoto"), "ambiguous": ambiguous,
                                      "client_timeout_s": TELEGRAM_TIMEOUT})
     assert_exactly_one(rec, allowed_duplicates=ambiguous)

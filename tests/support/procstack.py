@@ -13,7 +13,7 @@ tests/demo.py), `worker.py` and `bot.py` run as real subprocesses configured onl
 Kie calls back to ``PUBLIC_BASE_URL``, which is a tiny reverse proxy in the test loop (a load
 balancer in front of the bot processes): it forwards to whichever registered bot answers, and
 answers 502 when none does, as a real balancer would. Every process logs to
-``<workdir>/<name>.log`` (workdir defaults to ``.run/faults/<stack name>``, git-ignored).
+``<workdir>/<name>.log`` (workdir defaults to ``.run/faults/<stack name>-<pid>``, git-ignored).
 """
 
 from __future__ import annotations
@@ -168,7 +168,8 @@ class ProcStack:
         self.client = client
         self._own_client = client is None
         self.task_queue = task_queue or f"faults-{name}-{uuid.uuid4().hex[:8]}"
-        self.workdir = workdir or RUN_DIR / "faults" / name
+        # Unique per run: two test runs on one checkout must never share (or delete) each other's files.
+        self.workdir = workdir or RUN_DIR / "faults" / f"{name}-{os.getpid()}"
         self.kie = kie or KieSimulator(api_key="faults-kie-key")
         self.tg = tg or TelegramSimulator(token="555000111:FAULTS-TOKEN")
         self.poll_schedule = list(poll_schedule or FAST_SCHEDULE)
