@@ -6,6 +6,7 @@ import asyncio
 import sys
 
 from imagegen.logs import setup_logging
+from imagegen.redact import install as install_redaction
 from imagegen.settings import Settings, SettingsError
 
 
@@ -16,6 +17,7 @@ def main() -> int:
         print(f"bot: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
+    install_redaction()  # aiogram/aiohttp/temporalio lines are scrubbed of secrets too
     from imagegen.bot.app import run_bot
 
     asyncio.run(run_bot(settings))

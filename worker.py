@@ -21,6 +21,7 @@ from imagegen.delivery import create_bot
 from imagegen.jobs import JobRepository, create_pool
 from imagegen.kie import KieClient
 from imagegen.logs import setup_logging
+from imagegen.redact import install as install_redaction
 from imagegen.migrate import apply_migrations
 from imagegen.settings import Settings, SettingsError
 from workflows.generation import GenerationWorkflow
@@ -77,6 +78,7 @@ def main() -> int:
         print(f"worker: configuration error: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
+    install_redaction()  # aiogram/aiohttp/temporalio lines are scrubbed of secrets too
     asyncio.run(run(settings))
     return 0
 

@@ -34,6 +34,7 @@ from imagegen.delivery import (
 from imagegen.jobs import JobRepository
 from imagegen.kie import KieClient, KieError, parse_kie_state
 from imagegen.logs import log_event
+from imagegen.redact import redact, register_settings
 from imagegen.models import MODELS
 from imagegen.settings import Settings
 
@@ -59,6 +60,7 @@ def attempt_budget(lease_seconds: float) -> float:
 class GenerationActivities:
     def __init__(self, *, settings: Settings, repo: JobRepository, kie: KieClient, bot: Bot):
         self.settings = settings
+        register_settings(settings)  # its secrets are scrubbed from every error text and log line
         self.repo = repo
         self.kie = kie
         self.bot = bot
@@ -87,12 +89,12 @@ class GenerationActivities:
                 callback_url=callback_url(self.settings.public_base_url, self.settings.callback_secret, inp.job_id),
             )
         except KieError as exc:
-            log_event(inp.job_id, "JOB_CREATE_FAILED", code=exc.code, retryable=exc.retryable, error=exc.message)
+            log_event(inp.job_id, "JOB_CREATE_FAILED", code=exc.code, retryable=exc.retryable, error=redact(exc.message))
             if not exc.retryable:
-                await self.repo.set_state(inp.job_id, "fail", error=str(exc))
-                raise ApplicationError(str(exc), type="KieRejected", non_retryable=True) from exc
+                await self.repo.set_state(inp.job_id, "fail", error=redact(exc))
+                raise ApplicationError(redact(exc), type="KieRejected", non_retryable=True) from None
             delay = timedelta(seconds=10) if exc.code == 429 else None
-            raise ApplicationError(str(exc), type="KieUnavailable", next_retry_delay=delay) from exc
+            raise ApplicationError(redact(exc), type="KieUnavailable", next_retry_delay=delay) from None
         await self.repo.set_task_id(inp.job_id, task_id)
         log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, model=model.kie_model,
                   aspect_ratio=inp.aspect_ratio)
@@ -105,8 +107,8 @@ class GenerationActivities:
             payload = await self.kie.record_info(inp.task_id)
         except KieError as exc:
             log_event(inp.job_id, "POLL_TICK", i=inp.tick, task_id=inp.task_id, reason=inp.reason, state="error",
-                      error=str(exc))
-            return PollResult("error", [], str(exc))
+                      error=redact(exc))
+            return PollResult("error", [], redact(exc))
         state, urls, error = parse_kie_state(payload)
         log_event(inp.job_id, "POLL_TICK", i=inp.tick, task_id=inp.task_id, reason=inp.reason, state=state,
                   urls=len(urls), **({"error": error} if error else {}))
@@ -163,16 +165,16 @@ class GenerationActivities:
             except TimeoutError as exc:
                 await self.repo.release_delivery_lock(inp.job_id, owner, error="delivery attempt timed out")
                 log_event(inp.job_id, "DELIVER_RETRY", error="attempt budget exceeded")
-                raise ApplicationError("delivery attempt timed out", type="RetryableDeliveryError") from exc
+                raise ApplicationError("delivery attempt timed out", type="RetryableDeliveryError") from None
             except PermanentDeliveryError as exc:
-                await self.repo.mark_undeliverable(inp.job_id, owner, str(exc))
-                log_event(inp.job_id, "DELIVER_FAILED", permanent=True, error=str(exc))
-                raise ApplicationError(str(exc), type="PermanentDeliveryError", non_retryable=True) from exc
+                await self.repo.mark_undeliverable(inp.job_id, owner, redact(exc))
+                log_event(inp.job_id, "DELIVER_FAILED", permanent=True, error=redact(exc))
+                raise ApplicationError(redact(exc), type="PermanentDeliveryError", non_retryable=True) from None
             except RetryableDeliveryError as exc:
-                await self.repo.release_delivery_lock(inp.job_id, owner, error=str(exc))
-                log_event(inp.job_id, "DELIVER_RETRY", error=str(exc), retry_after=exc.retry_after or "")
+                await self.repo.release_delivery_lock(inp.job_id, owner, error=redact(exc))
+                log_event(inp.job_id, "DELIVER_RETRY", error=redact(exc), retry_after=exc.retry_after or "")
                 delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
-                raise ApplicationError(str(exc), type="RetryableDeliveryError", next_retry_delay=delay) from exc
+                raise ApplicationError(redact(exc), type="RetryableDeliveryError", next_retry_delay=delay) from None
             except BaseException:
                 await asyncio.shield(self.repo.release_delivery_lock(inp.job_id, owner))
                 raise
@@ -196,9 +198,9 @@ class GenerationActivities:
                 break
             except Exception as exc:  # connection refused, server restarting, pool errors…
                 if loop.time() + delay > deadline:
-                    log_event(job_id, "MARK_DELIVERED_FAILED", error=f"{type(exc).__name__}: {exc}"[:200])
+                    log_event(job_id, "MARK_DELIVERED_FAILED", error=redact(f"{type(exc).__name__}: {exc}")[:200])
                     raise ApplicationError(f"could not record the delivery: {type(exc).__name__}",
-                                           type="RecordDeliveryError") from exc
+                                           type="RecordDeliveryError") from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 3.0)
         log_event(job_id, "MARK_DELIVERED", message_id=accepted["message_id"], lock_held=held)
@@ -243,15 +245,15 @@ class GenerationActivities:
             if message_id is not None and "not found" in exc.message:
                 await self.bot.send_message(chat_id, text)  # the status message was deleted
                 return
-            raise ApplicationError(f"status update refused: {exc.message}", non_retryable=True) from exc
+            raise ApplicationError(redact(f"status update refused: {exc.message}"), non_retryable=True) from None
         except Exception as exc:
             mapped = classify_telegram_error(exc)
             if isinstance(mapped, PermanentDeliveryError):
-                raise ApplicationError(str(mapped), non_retryable=True) from exc
+                raise ApplicationError(redact(mapped), non_retryable=True) from None
             delay = None
             if isinstance(mapped, RetryableDeliveryError) and mapped.retry_after:
                 delay = timedelta(seconds=mapped.retry_after)
-            raise ApplicationError(str(mapped or exc), next_retry_delay=delay) from exc
+            raise ApplicationError(redact(mapped or exc), next_retry_delay=delay) from None
         log_event(job_id, "STATUS_UPDATED", text=text[:40])
 
     def all(self) -> list:

@@ -216,6 +216,39 @@ async def test_webhook_mode_requires_the_secret_token(stack):
         await asyncio.wait_for(task, 15)
 
 
+async def test_run_bot_verifies_signatures_when_the_key_is_set(stack):
+    """KIE_WEBHOOK_HMAC_KEY reaches the running bot's callback endpoint: unsigned → 401, signed → 200."""
+    from imagegen.callbacks import callback_url
+
+    port = free_port()
+    cfg = stack.settings(http_port=port, public_base_url=f"http://127.0.0.1:{port}",
+                         kie_webhook_hmac_key="kie-hmac-key-for-run-bot")
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_bot(cfg, stack.client, stop=stop, leader_retry_seconds=0.3))
+    stack.kie.webhook_hmac_key = "kie-hmac-key-for-run-bot"
+    try:
+        handle, job_id, _ = await stack.start_generation()
+        await stack.tg.wait_for(lambda: stack.kie.tasks)
+        task_id = next(iter(stack.kie.tasks))
+        body = stack.kie.make_callback_body(task_id)
+        url = callback_url(cfg.public_base_url, cfg.callback_secret, job_id)
+        async with aiohttp.ClientSession() as s:
+            for _ in range(100):
+                try:
+                    async with s.get(f"http://127.0.0.1:{port}/healthz"):
+                        break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+            async with s.post(url, json=body) as resp:
+                assert resp.status == 401
+            async with s.post(url, json=body, headers=stack.kie.sign(task_id)) as resp:
+                assert resp.status == 200
+        await asyncio.wait_for(handle.result(), 20)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
 # --------------------------------------------------------------------------- secrets in texts
 
 def test_redact_known_and_secret_shaped_values():
@@ -261,8 +294,6 @@ def test_telegram_errors_quoting_the_bot_url_are_redacted():
     assert token not in str(classify_telegram_error(exc))
 
 
-@pytest.mark.xfail(strict=True, reason="needs activities/generation.py to pass error texts through "
-                                        "imagegen.redact.redact() (see docs/security.md, 'Changes outside')")
 async def test_kie_error_text_echoing_the_api_key_is_redacted_from_the_activity_failure(stack):
     """A Kie error body that quotes the key must not reach the workflow history via ApplicationError
     (its message and its cause chain are what Temporal records)."""

@@ -26,6 +26,7 @@ from imagegen.bot.leader import Leadership
 from imagegen.delivery import create_bot
 from imagegen.jobs import JobRepository, create_pool
 from imagegen.migrate import apply_migrations
+from imagegen.redact import register_settings
 from imagegen.settings import Settings
 
 log = logging.getLogger("imagegen.bot")
@@ -62,6 +63,7 @@ async def run_bot(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+    register_settings(settings)  # its secrets are scrubbed from every log line and error text
     dsn = settings.require_database_url()
     await apply_migrations(dsn)
     if temporal is None:
@@ -76,7 +78,8 @@ async def run_bot(
         role = "webhook" if settings.bot_mode == "webhook" else leadership.role
         return {"mode": settings.bot_mode, "role": role}
 
-    app = build_http_app(temporal, settings.callback_secret, status=status)
+    app = build_http_app(temporal, settings.callback_secret, status=status,
+                         webhook_hmac_key=settings.kie_webhook_hmac_key)
     if settings.bot_mode == "webhook":
         SimpleRequestHandler(dispatcher=dp, bot=bot, secret_token=settings.telegram_webhook_secret).register(
             app, path=WEBHOOK_PATH
