@@ -162,7 +162,7 @@ class GenerationActivities:
                         download_timeout=self.settings.download_timeout_seconds,
                         allow_private=self.settings.allow_private_urls,
                     )
-            except TimeoutError as exc:
+            except TimeoutError:
                 await self.repo.release_delivery_lock(inp.job_id, owner, error="delivery attempt timed out")
                 log_event(inp.job_id, "DELIVER_RETRY", error="attempt budget exceeded")
                 raise ApplicationError("delivery attempt timed out", type="RetryableDeliveryError") from None

@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -28,7 +27,7 @@ from temporalio.client import Client
 from imagegen.contracts import GenerationResult, workflow_id_for
 from imagegen.migrate import apply_migrations
 from tests.support.kie_sim import KieSimulator
-from tests.support.services import EmbeddedPostgres, TemporalDevServer, free_port, wait_for_port
+from tests.support.services import EmbeddedPostgres, TemporalDevServer, connect_temporal, free_port, wait_for_port
 from tests.support.telegram_sim import TelegramSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,19 +51,6 @@ def preferred_port(port: int) -> int:
             return port
         except OSError:
             return free_port()
-
-
-async def connect_temporal(address: str, timeout: float = 60) -> Client:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client = await Client.connect(address)
-            await client.count_workflows()  # the namespace answers
-            return client
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)
 
 
 class Demo:

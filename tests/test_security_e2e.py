@@ -199,7 +199,6 @@ async def test_secrets_never_reach_the_event_history_or_the_logs(stack, caplog):
     stack.kie.webhook_hmac_key = HMAC_KEY
     token = stack.config.telegram_bot_token
     await stack.start_bot()
-    handles = []
     scenarios = [
         lambda: None,
         lambda: stack.kie.create_errors.extend([500]),

@@ -35,11 +35,12 @@ import asyncpg
 from aiohttp import web
 from temporalio.client import Client, WorkflowHandle
 
-from imagegen.contracts import GenerationInput, GenerationResult, workflow_id_for
+from imagegen.contracts import GenerationResult, workflow_id_for
 from imagegen.delivery import create_bot
 from imagegen.migrate import apply_migrations
 from tests.support.kie_sim import KieSimulator
-from tests.support.services import free_port
+from tests.support.services import connect_temporal, free_port
+from tests.support.stack import start_generation_workflow
 from tests.support.telegram_sim import TelegramSimulator
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -311,14 +312,9 @@ class ProcStack:
     async def start_generation(self, prompt: str = "a red fox in snow", ratio: str = "1:1",
                                chat_id: int | None = None) -> Generation:
         """Start a GenerationWorkflow as the bot would (status message first), directly through Temporal."""
-        chat_id = chat_id or self.new_chat_id()
-        job_id = uuid.uuid4().hex[:16]
-        status = await self.bot.send_message(chat_id, "⏳ test status")
-        inp = GenerationInput(job_id=job_id, user_id=chat_id, chat_id=chat_id, model="zimage", prompt=prompt,
-                              aspect_ratio=ratio, status_message_id=status.message_id,
-                              poll_schedule=[[u, i] for u, i in self.poll_schedule])
-        handle = await self.client.start_workflow("GenerationWorkflow", inp, id=workflow_id_for(job_id),
-                                                  task_queue=self.task_queue, result_type=GenerationResult)
+        handle, job_id, chat_id = await start_generation_workflow(
+            self.client, self.bot, self.task_queue, self.poll_schedule, prompt=prompt, ratio=ratio,
+            chat_id=chat_id or self.new_chat_id())
         return Generation(job_id, chat_id, handle)
 
     def _button(self, chat_id: int, label: str):
@@ -367,14 +363,3 @@ class ProcStack:
         return "\n".join(f"===== {p.name} (pid {p.pid})\n{p.log()[-4000:]}" for p in self.procs)
 
 
-async def connect_temporal(address: str, timeout: float = 60.0) -> Client:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            client = await Client.connect(address)
-            await client.count_workflows()  # the namespace answers
-            return client
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)

