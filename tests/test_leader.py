@@ -65,8 +65,14 @@ async def test_two_bots_one_polls_and_the_other_takes_over(stack):
     assert takeover < 5
     stack.tg.user_send_command(chat + 1, "/start")
     await stack.tg.wait_for(lambda: stack.tg.messages(chat + 1))
+    await asyncio.sleep(1.5)
+    # The old leader's poller really stopped: nobody ever fought over getUpdates.
+    assert stack.tg.get_updates_conflicts == 0
     b_stop.set()
     await b_task
+    calls = len(stack.tg.calls_of("getUpdates"))
+    await asyncio.sleep(1.5)
+    assert len(stack.tg.calls_of("getUpdates")) == calls  # nothing polls after both stopped
 
 
 async def test_callbacks_are_served_by_leader_and_passive_alike(stack):
@@ -124,3 +130,37 @@ def _button(stack, chat, label):
         return stack.tg.find_button(chat, label)
     except LookupError:
         return None
+
+
+async def test_leader_whose_lock_session_dies_stops_polling_and_another_takes_over(stack, pool, caplog):
+    """The lock lives in a dedicated autocommit session. Kill that session (as a Postgres restart or a
+    network cut would): LOCK_LOST, polling stops, and exactly one instance leads again."""
+    import logging
+
+    from imagegen.bot.leader import APPLICATION_NAME
+
+    caplog.set_level(logging.INFO, logger="imagegen.leader")
+    ports = [free_port(), free_port()]
+    instances = [await start_instance(stack, p) for p in ports]
+    await wait_roles(ports, lambda r: sorted(r) == ["leader", "passive"])
+    sessions = await pool.fetch(
+        "SELECT a.pid, a.state FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid"
+        " WHERE a.application_name = $1 AND l.locktype = 'advisory' AND l.granted", APPLICATION_NAME)
+    assert len(sessions) == 1 and sessions[0]["state"] != "idle in transaction"
+    await pool.execute("SELECT pg_terminate_backend($1)", sessions[0]["pid"])
+    await stack.tg.wait_for(lambda: "LOCK_LOST" in caplog.text, timeout=10)
+    await wait_roles(ports, lambda r: sorted(r) == ["leader", "passive"], timeout=15)
+    await asyncio.sleep(3)  # settled: whatever overlap the switch had is over
+    conflicts = stack.tg.get_updates_conflicts
+    await asyncio.sleep(3)
+    assert stack.tg.get_updates_conflicts == conflicts
+    assert caplog.text.count("LOCK_ACQUIRED") == 2 and "LOCK_BUSY" in caplog.text
+    chat = 830_001
+    stack.tg.user_send_command(chat, "/start")
+    await stack.tg.wait_for(lambda: stack.tg.messages(chat))
+    # Never "idle in transaction": the lock session is autocommit and idle between checks.
+    states = await pool.fetch("SELECT state FROM pg_stat_activity WHERE application_name = $1", APPLICATION_NAME)
+    assert states and all(r["state"] != "idle in transaction" for r in states)
+    for stop, task in instances:
+        stop.set()
+        await task

@@ -50,6 +50,28 @@ async def start_http(app: web.Application, host: str, port: int) -> web.AppRunne
     return runner
 
 
+async def poll_until_cancelled(dp: Dispatcher, bot: Bot, *, polling_timeout: int = 10) -> None:
+    """Long-poll Telegram until this task is cancelled; then stop polling for real.
+
+    Cancelling a task that runs ``dp.start_polling`` does not stop aiogram's inner polling tasks (they
+    would go on calling getUpdates next to the new leader), so on cancellation this asks the
+    dispatcher to stop and waits until it has.
+    """
+    polling = asyncio.create_task(dp.start_polling(
+        bot, handle_signals=False, close_bot_session=False, polling_timeout=polling_timeout,
+        allowed_updates=dp.resolve_used_update_types()))
+    try:
+        await asyncio.wait({polling})  # being cancelled here leaves `polling` running: stopped below
+        polling.result()
+    finally:
+        if not polling.done():
+            try:
+                await asyncio.wait_for(dp.stop_polling(), polling_timeout + 5)
+            except (RuntimeError, asyncio.TimeoutError):  # not started yet, or stuck
+                polling.cancel()
+            await asyncio.gather(polling, return_exceptions=True)
+
+
 async def run_bot(
     settings: Settings,
     temporal: Client | None = None,
@@ -99,8 +121,7 @@ async def run_bot(
 
             async def lead() -> None:
                 await bot.delete_webhook(drop_pending_updates=False)
-                await dp.start_polling(bot, handle_signals=False, close_bot_session=False,
-                                       allowed_updates=dp.resolve_used_update_types())
+                await poll_until_cancelled(dp, bot)
 
             background = asyncio.create_task(leadership.run(lead))
         await stop.wait()

@@ -18,6 +18,7 @@ from typing import Awaitable, Callable
 import asyncpg
 
 log = logging.getLogger("imagegen.leader")
+APPLICATION_NAME = "imagegen-bot-leadership"  # visible in pg_stat_activity
 
 
 def lock_key(bot_token: str) -> int:
@@ -46,7 +47,8 @@ class Leadership:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self.dsn, timeout=10)
+                conn = await asyncpg.connect(self.dsn, timeout=10,
+                                             server_settings={"application_name": APPLICATION_NAME})
                 got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", self.key)
                 if not got:
                     if not busy_logged:

@@ -14,7 +14,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from activities.generation import GenerationActivities
-from imagegen.bot.app import build_dispatcher, start_http
+from imagegen.bot.app import build_dispatcher, poll_until_cancelled, start_http
 from imagegen.bot.callback_api import build_http_app
 from imagegen.contracts import GenerationInput, GenerationResult, workflow_id_for
 from imagegen.delivery import create_bot
@@ -94,16 +94,9 @@ class Stack:
     async def start_bot(self) -> None:
         """Run the bot's dispatcher (long polling against the Telegram simulator)."""
         dp = build_dispatcher(self.client, self.config, self.pool)
-        self.dispatcher = dp
-        self._tasks.append(asyncio.create_task(dp.start_polling(self.bot, handle_signals=False, close_bot_session=False,
-                                                                polling_timeout=1)))
+        self._tasks.append(asyncio.create_task(poll_until_cancelled(dp, self.bot, polling_timeout=1)))
 
     async def stop(self) -> None:
-        if getattr(self, "dispatcher", None) is not None:
-            try:
-                await self.dispatcher.stop_polling()
-            except RuntimeError:
-                pass
         if self.worker is not None:
             await self.worker.shutdown()
         for t in self._tasks:

@@ -94,7 +94,9 @@ class TelegramSimulator:
         self.webhook_url = ""
         self.commands: list[Any] = []
         self.get_updates_calls = 0
-        self.get_updates_conflicts = 0
+        self.get_updates_conflicts = 0  # 409s answered to a live client: two bot instances polling
+        self.abandoned_polls = 0  # long polls whose client went away before they were answered
+        self._request: web.Request | None = None
         self.blocked: set[int] = set()
         self.users: dict[int, dict[str, Any]] = {}
         self._queue: list[dict[str, Any]] = []
@@ -212,6 +214,7 @@ class TelegramSimulator:
                     raise fault["error"]
             if "chat_id" in params and self._chat_id(params) in self.blocked:
                 raise TgError(403, "Forbidden: bot was blocked by the user")
+            self._request = request  # read synchronously by the method (getUpdates: who is polling)
             status, body = 200, {"ok": True, "result": await entry[1](params, files)}
         except TgError as e:
             status, body = e.code, e.body()
@@ -333,10 +336,15 @@ class TelegramSimulator:
             self._queue = [u for u in self._queue if u["update_id"] >= offset]
         elif offset < 0:
             self._queue = self._queue[offset:]
+        transport = self._request.transport
         if self._poller:  # real Telegram terminates the older request
+            old = self._poller["transport"]
+            if old is None or old.is_closing():
+                self.abandoned_polls += 1  # its client is gone (a stopped bot): nobody gets the 409
+                self._poller["abandoned"] = True
             self._poller["conflict"] = True
             self._poller["event"].set()
-        me = self._poller = {"event": asyncio.Event(), "conflict": False}
+        me = self._poller = {"event": asyncio.Event(), "conflict": False, "abandoned": False, "transport": transport}
         deadline = time.monotonic() + timeout
         try:
             while True:
@@ -353,7 +361,8 @@ class TelegramSimulator:
             if self._poller is me:
                 self._poller = None
         if me["conflict"]:
-            self.get_updates_conflicts += 1
+            if not me["abandoned"]:
+                self.get_updates_conflicts += 1
             raise TgError(409, "Conflict: terminated by other getUpdates request; "
                                "make sure that only one bot instance is running")
         return ready[:limit]
