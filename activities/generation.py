@@ -32,7 +32,7 @@ from imagegen.delivery import (
     send_result,
 )
 from imagegen.jobs import JobRepository
-from imagegen.kie import KieClient, KieError, parse_kie_state
+from imagegen.kie import ACCOUNT_CODES, KieClient, KieError, parse_kie_state
 from imagegen.logs import log_event
 from imagegen.redact import redact, register_settings
 from imagegen.models import MODELS
@@ -92,7 +92,10 @@ class GenerationActivities:
             log_event(inp.job_id, "JOB_CREATE_FAILED", code=exc.code, retryable=exc.retryable, error=redact(exc.message))
             if not exc.retryable:
                 await self.repo.set_state(inp.job_id, "fail", error=redact(exc))
-                raise ApplicationError(redact(exc), type="KieRejected", non_retryable=True) from None
+                # KieRejected: this request was refused (the user is told why); KieUnusable: the
+                # account is (401 key, 402 credits, 505 feature) — the user sees "unavailable".
+                kind = "KieUnusable" if exc.code in ACCOUNT_CODES else "KieRejected"
+                raise ApplicationError(redact(exc), type=kind, non_retryable=True) from None
             delay = timedelta(seconds=10) if exc.code == 429 else None
             raise ApplicationError(redact(exc), type="KieUnavailable", next_retry_delay=delay) from None
         await self.repo.set_task_id(inp.job_id, task_id)
@@ -106,9 +109,14 @@ class GenerationActivities:
         try:
             payload = await self.kie.record_info(inp.task_id)
         except KieError as exc:
-            log_event(inp.job_id, "POLL_TICK", i=inp.tick, task_id=inp.task_id, reason=inp.reason, state="error",
+            # 501: the generation failed; 401/402/505: the account is unusable, polling on cannot help;
+            # anything else (429, 5xx, network, "recordInfo is null" right after creation): a missed tick.
+            state = "fail" if exc.code == 501 else "rejected" if exc.code in ACCOUNT_CODES else "error"
+            log_event(inp.job_id, "POLL_TICK", i=inp.tick, task_id=inp.task_id, reason=inp.reason, state=state,
                       error=redact(exc))
-            return PollResult("error", [], redact(exc))
+            if state == "fail":
+                await self.repo.set_state(inp.job_id, "fail", error=redact(exc.message))
+            return PollResult(state, [], redact(exc.message if state == "fail" else exc))
         state, urls, error = parse_kie_state(payload)
         log_event(inp.job_id, "POLL_TICK", i=inp.tick, task_id=inp.task_id, reason=inp.reason, state=state,
                   urls=len(urls), **({"error": error} if error else {}))
@@ -220,8 +228,9 @@ class GenerationActivities:
     @activity.defn(name="finish")
     async def finish(self, inp: FinishInput) -> None:
         """Record the outcome and edit the user's status message to its final text."""
-        if inp.outcome in ("timeout", "error"):
-            await self.repo.set_state(inp.job_id, inp.outcome, error=inp.detail or None)
+        db_state = {"failed": "fail", "timeout": "timeout", "error": "error"}.get(inp.outcome)
+        if db_state:  # every generation ends in a terminal state (delivered/undeliverable are set by deliver)
+            await self.repo.set_state(inp.job_id, db_state, error=inp.detail or None)
         text = {
             "done": texts.STATUS_DONE,
             "failed": texts.STATUS_FAILED.format(reason=inp.detail or "неизвестная ошибка"),

@@ -54,7 +54,7 @@ class PollInput:
 
 @dataclass
 class PollResult:
-    state: str  # waiting/queuing/generating/success/fail, or unknown/invalid/error
+    state: str  # waiting/queuing/generating/success/fail, unknown/invalid, error (missed tick), rejected (account)
     result_urls: list[str]
     error: str
 

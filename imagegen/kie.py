@@ -17,6 +17,8 @@ PENDING_STATES = ("waiting", "queuing", "generating")
 
 # Body codes Kie documents. Retryable: worth asking again later; the rest need a human or a new input.
 RETRYABLE_CODES = {429, 433, 455, 500, 502, 503, 504}
+# Not the user's fault and not going away by itself: the operator must act (key, credits, feature).
+ACCOUNT_CODES = {401, 402, 505}
 CODE_MEANINGS = {
     401: "unauthorized",
     402: "insufficient credits",

@@ -102,12 +102,13 @@ async def test_generation_that_never_finishes_times_out(stack):
 
 
 async def test_kie_rejects_task_creation(stack):
-    stack.kie.create_errors.append(402)  # insufficient credits: not retryable
+    stack.kie.create_errors.append(422)  # validation: not retryable, the user is told why
     handle, job_id, chat_id = await stack.start_generation()
     result = await finished(stack, handle, chat_id)
     assert result.outcome == "failed"
-    assert status_text(stack, chat_id).startswith("❌")
+    assert status_text(stack, chat_id).startswith("❌ Не удалось")
     assert stack.kie.create_calls == 1
+    assert (await stack.repo.get(job_id))["state"] == "fail"
 
 
 async def test_kie_transient_create_error_is_retried(stack):
@@ -154,3 +155,49 @@ async def test_record_info_errors_back_off_then_deliver(stack):
     timers = [e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds()
               for e in history.events if e.HasField("timer_started_event_attributes")]
     assert timers[:4] == sorted(timers[:4]) and timers[3] >= 4 * timers[0]
+
+
+async def test_success_without_urls_ends_failed_in_postgres_too(stack, monkeypatch):
+    import json
+
+    original = stack.kie.record_info_data
+
+    def no_urls(task_id):
+        data = original(task_id)
+        if data.get("state") == "success":
+            data["resultJson"] = json.dumps({"resultUrls": []})
+        return data
+
+    monkeypatch.setattr(stack.kie, "record_info_data", no_urls)
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id)
+    assert result.outcome == "failed" and stack.photos_for(chat_id) == []
+    row = await stack.repo.get(job_id)
+    assert row["state"] == "fail" and row["delivered_at"] is None  # terminal, frees the user's slot
+
+
+async def test_account_problem_on_record_info_ends_at_once(stack):
+    stack.kie.lose_callback = True
+    stack.poll_schedule = [(60.0, 0.3)]
+    stack.kie.record_info_errors.append(401)
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id, timeout=15)
+    assert result.outcome == "error"  # not a 60 s wait for a timeout
+    assert status_text(stack, chat_id) == texts.STATUS_ERROR
+    assert (await stack.repo.get(job_id))["state"] == "error"
+
+
+async def test_generation_failed_code_on_record_info_fails_the_generation(stack):
+    stack.kie.lose_callback = True
+    stack.kie.record_info_errors.append(501)
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id)
+    assert result.outcome == "failed" and stack.photos_for(chat_id) == []
+    assert (await stack.repo.get(job_id))["state"] == "fail"
+
+
+async def test_account_problem_on_create_is_an_outage_message_not_a_prompt_problem(stack):
+    stack.kie.create_errors.append(402)
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id)
+    assert result.outcome == "error" and status_text(stack, chat_id) == texts.STATUS_ERROR

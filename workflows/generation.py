@@ -155,6 +155,8 @@ class GenerationWorkflow:
                 return await self._finish(inp, "failed", result.error or "no result URL")
             if result.state == "fail":
                 return await self._finish(inp, "failed", result.error)
+            if result.state == "rejected":  # Kie account unusable (key, credits): polling on cannot help
+                return await self._finish(inp, "error", result.error)
 
         self._phase = "delivering"
         try:
