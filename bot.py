@@ -13,6 +13,7 @@ from imagegen.settings import Settings, SettingsError
 def main() -> int:
     try:
         settings = Settings.from_env()
+        settings.require_database_url()
     except SettingsError as exc:
         print(f"bot: configuration error: {exc}", file=sys.stderr)
         return 2

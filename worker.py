@@ -74,6 +74,7 @@ async def run(settings: Settings) -> None:
 def main() -> int:
     try:
         settings = Settings.from_env()
+        settings.require_database_url()
     except SettingsError as exc:
         print(f"worker: configuration error: {exc}", file=sys.stderr)
         return 2

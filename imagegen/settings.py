@@ -20,6 +20,11 @@ class SettingsError(Exception):
 # every 2-3 s for the first 30 s, every 5-10 s up to 2 minutes, every 15-30 s after, stop at 10-15 min.
 DEFAULT_POLL_SCHEDULE = "30:3,120:8,900:20"
 
+# The delivery lease bounds (docs/reliability.md): an attempt sends for at most 0.75 × lease, which
+# must stay inside the deliver activity's start-to-close timeout (100 s, workflows/generation.py).
+MIN_LEASE_SECONDS = 4
+MAX_LEASE_SECONDS = 130
+
 
 def parse_poll_schedule(text: str) -> list[tuple[float, float]]:
     """Parse ``"30:3,120:8,900:20"`` into ``[(30, 3), (120, 8), (900, 20)]``."""
@@ -136,6 +141,13 @@ class Settings:
         if webhook_secret is not None and not all(c.isalnum() or c in "_-" for c in webhook_secret):
             raise SettingsError("TELEGRAM_WEBHOOK_SECRET may only contain A-Z, a-z, 0-9, _ and -")
 
+        lease = integer("DELIVERY_LEASE_SECONDS", 120)
+        if not MIN_LEASE_SECONDS <= lease <= MAX_LEASE_SECONDS:
+            raise SettingsError(
+                f"DELIVERY_LEASE_SECONDS must be between {MIN_LEASE_SECONDS} and {MAX_LEASE_SECONDS}, got {lease} "
+                "(an attempt may send for 75% of it, inside the delivery activity's 100 s timeout)"
+            )
+
         return cls(
             telegram_bot_token=required("TELEGRAM_BOT_TOKEN"),
             kie_api_key=required("KIE_API_KEY"),
@@ -150,7 +162,7 @@ class Settings:
             temporal_namespace=optional("TEMPORAL_NAMESPACE", "default"),
             temporal_task_queue=optional("TEMPORAL_TASK_QUEUE", "image-generation"),
             poll_schedule=parse_poll_schedule(optional("POLL_SCHEDULE", DEFAULT_POLL_SCHEDULE)),
-            delivery_lease_seconds=integer("DELIVERY_LEASE_SECONDS", 120),
+            delivery_lease_seconds=lease,
             download_max_bytes=integer("DOWNLOAD_MAX_BYTES", 10 * 1024 * 1024),
             download_timeout_seconds=number("DOWNLOAD_TIMEOUT_SECONDS", 30.0),
             telegram_timeout_seconds=number("TELEGRAM_TIMEOUT_SECONDS", 30.0),

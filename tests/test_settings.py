@@ -24,6 +24,7 @@ def test_missing_required_setting_is_named(missing):
 
 
 @pytest.mark.parametrize("key,value", [("HTTP_PORT", "eighty"), ("KIE_API_BASE", "ftp://x"),
+                                       ("DELIVERY_LEASE_SECONDS", "600"), ("DELIVERY_LEASE_SECONDS", "1"),
                                        ("POLL_SCHEDULE", "fast"), ("POLL_SCHEDULE", "10:0"),
                                        ("POLL_SCHEDULE", "60:5,30:2")])
 def test_malformed_setting_is_named(key, value):
@@ -45,3 +46,21 @@ def test_entry_points_fail_with_one_clear_line(monkeypatch, capsys):
     assert worker.main() == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "TELEGRAM_BOT_TOKEN" in err[0]
+
+
+@pytest.mark.parametrize("script", ["worker.py", "bot.py"])
+@pytest.mark.parametrize("drop", ["TELEGRAM_BOT_TOKEN", "DATABASE_URL"])
+def test_entry_point_processes_name_the_missing_setting_in_one_line(script, drop):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {k: v for k, v in os.environ.items() if k not in BASE and k != "DATABASE_URL"}
+    env.update({**BASE, "DATABASE_URL": "postgresql://u@127.0.0.1:1/db"})
+    env.pop(drop)
+    proc = subprocess.run([sys.executable, str(root / script)], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and drop in lines[0], proc.stderr
