@@ -264,3 +264,45 @@ async def test_rejections_are_counted_by_reason_on_healthz():
     assert stats["received"] == 3 and stats["rejected"] == 3 and stats["signalled"] == 0
     assert stats["rejected_reasons"] == {"bad or missing job token": 1, "malformed JSON": 1,
                                          "signature headers missing": 1}
+
+
+async def test_callbacks_per_job_are_throttled_so_a_flood_cannot_grow_the_history(stack):
+    """Valid-token callbacks for one job beyond 5 a minute are answered 429 and never signalled."""
+    import asyncio
+
+    import aiohttp
+
+    from imagegen.callbacks import callback_url as make_url
+
+    stack.kie.lose_callback = True
+    stack.poll_schedule = [(30.0, 10.0)]
+    handle, job_id, chat_id = await stack.start_generation()
+    await stack.tg.wait_for(lambda: stack.kie.tasks)
+    task_id = next(iter(stack.kie.tasks))
+    await stack.kie.wait_done(task_id)
+    url = make_url(stack.config.public_base_url, stack.config.callback_secret, job_id)
+    statuses = []
+    async with aiohttp.ClientSession() as s:
+        for _ in range(30):
+            async with s.post(url, json=stack.kie.make_callback_body(task_id)) as r:
+                statuses.append(r.status)
+    assert statuses.count(200) == 5 and statuses.count(429) == 25
+    await asyncio.wait_for(handle.result(), 20)
+    history = await handle.fetch_history()
+    signals = [e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
+    assert len(signals) == 5
+
+
+def test_signal_throttle_window_and_memory_bound():
+    from imagegen.bot.callback_api import SignalThrottle
+
+    now = [0.0]
+    t = SignalThrottle(limit=2, window=10, clock=lambda: now[0], max_jobs=3)
+    assert [t.allow("a") for _ in range(3)] == [True, True, False]
+    now[0] = 10.5
+    assert t.allow("a") is True  # the window moved on
+    for job in "bcdef":
+        t.allow(job)
+    now[0] = 30
+    t.allow("g")
+    assert len(t._seen) <= 3

@@ -40,7 +40,7 @@ class FakeHandle:
     client: FakeTemporal
     id: str
 
-    async def signal(self, name: str, arg: Any) -> None:
+    async def signal(self, name: str, arg: Any, **_: Any) -> None:  # rpc_timeout etc.
         if self.id in self.client.missing:
             raise RPCError("workflow not found", RPCStatusCode.NOT_FOUND, b"")
         self.client.signals.append((self.id, name, arg))

@@ -22,6 +22,7 @@ import base64
 import hashlib
 import hmac
 import json
+from datetime import timedelta
 import logging
 import re
 import time
@@ -170,9 +171,16 @@ async def kie_callback(request: web.Request) -> web.Response:
         log_event(corr, "CALLBACK_RECEIVED", task_id=_clean(task_id, 100))
         log_event(corr, "CALLBACK_PARSED", task_id=_clean(task_id, 100), state=_clean(state, 20), urls=len(urls),
                   **({"error": error[:200]} if error else {}))
+        if not request.app[THROTTLE_KEY].allow(job_id):
+            # Kie calls back once or a few times; more is a replay or a flood. Every signal is an
+            # event in the workflow's history, so they are capped per job (the workflow polls anyway).
+            stats["throttled"] += 1
+            log_event(corr, "CALLBACK_THROTTLED", task_id=_clean(task_id, 100))
+            return _reply(429, error="too many callbacks for this job")
         handle = request.app[TEMPORAL_KEY].get_workflow_handle(workflow_id_for(job_id))
         try:
-            await handle.signal("kie_callback", CallbackSignal(task_id=task_id, state=state))
+            await handle.signal("kie_callback", CallbackSignal(task_id=task_id, state=state),
+                                rpc_timeout=SIGNAL_RPC_TIMEOUT)
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 stats["unknown"] += 1
@@ -191,8 +199,33 @@ async def kie_callback(request: web.Request) -> web.Response:
         return _reply(500, error="internal error")
 
 
+class SignalThrottle:
+    """At most `limit` signals per job per `window` seconds, in this process (memory bounded)."""
+
+    def __init__(self, limit: int = 5, window: float = 60.0, clock: Callable[[], float] = time.monotonic,
+                 max_jobs: int = 10_000):
+        self.limit, self.window, self.clock, self.max_jobs = limit, window, clock, max_jobs
+        self._seen: dict[str, list[float]] = {}
+
+    def allow(self, job_id: str) -> bool:
+        now = self.clock()
+        recent = [t for t in self._seen.get(job_id, ()) if now - t < self.window]
+        if len(recent) >= self.limit:
+            self._seen[job_id] = recent
+            return False
+        recent.append(now)
+        self._seen[job_id] = recent
+        if len(self._seen) > self.max_jobs:  # forget jobs with nothing recent
+            self._seen = {k: v for k, v in self._seen.items() if v and now - v[-1] < self.window}
+        return True
+
+
 async def healthz(request: web.Request) -> web.Response:
     return _reply(200, callbacks=request.app[STATS_KEY], **request.app[STATUS_KEY]())
+
+
+SIGNAL_RPC_TIMEOUT = timedelta(seconds=5)  # answer Kie fast (503) while Temporal is unreachable
+THROTTLE_KEY = web.AppKey("throttle", object)
 
 
 def build_http_app(
@@ -215,8 +248,9 @@ def build_http_app(
     app[SECRET_KEY] = callback_secret
     app[HMAC_KEY] = webhook_hmac_key or None
     app[CLOCK_KEY] = clock
-    app[STATS_KEY] = {"received": 0, "signalled": 0, "rejected": 0, "unknown": 0, "errors": 0,
+    app[STATS_KEY] = {"received": 0, "signalled": 0, "rejected": 0, "unknown": 0, "errors": 0, "throttled": 0,
                       "rejected_reasons": {}}
+    app[THROTTLE_KEY] = SignalThrottle()
     app.router.add_post(CALLBACK_PATH, kie_callback)
     app.router.add_get("/healthz", healthz)
     return app
