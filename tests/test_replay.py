@@ -23,12 +23,16 @@ SCENARIOS = {
     "polling": dict(lose_callback=True),
     "kie_fail": dict(prompt="a thing [fail]"),
     "fallback_text": dict(file_mode="404"),
+    "record_info_backoff": dict(lose_callback=True, record_info_errors=[500, 429]),
+    "delivery_retry": dict(telegram_fail=("sendPhoto", 502, "Bad Gateway")),
 }
 
 
 async def record(stack, name: str) -> WorkflowHistory:
     knobs = dict(SCENARIOS[name])
     prompt = knobs.pop("prompt", "a red fox in snow")
+    if "telegram_fail" in knobs:
+        stack.tg.fail_next(*knobs.pop("telegram_fail"))
     for key, value in knobs.items():
         setattr(stack.kie, key, value)
     handle, _, _ = await stack.start_generation(prompt=prompt)
