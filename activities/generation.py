@@ -81,6 +81,12 @@ class GenerationActivities:
         )
         if job["external_task_id"]:
             return job["external_task_id"]
+        earlier = activity.info().heartbeat_details  # a previous attempt got a task id but could not store it
+        if earlier and isinstance(earlier[-1], dict) and isinstance(earlier[-1].get("task_id"), str):
+            task_id = earlier[-1]["task_id"]
+            await self._retry_db(inp.job_id, "set_task_id", lambda: self.repo.set_task_id(inp.job_id, task_id))
+            log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, reused=True)
+            return task_id
         try:
             task_id = await self.kie.create_task(
                 model=model.kie_model,
@@ -98,7 +104,10 @@ class GenerationActivities:
                 raise ApplicationError(redact(exc), type=kind, non_retryable=True) from None
             delay = timedelta(seconds=10) if exc.code == 429 else None
             raise ApplicationError(redact(exc), type="KieUnavailable", next_retry_delay=delay) from None
-        await self.repo.set_task_id(inp.job_id, task_id)
+        # Kie has no idempotency key either: once it answered, keep its task id even if Postgres is
+        # briefly away (heartbeated for a retried attempt, and the write retried here).
+        activity.heartbeat({"task_id": task_id})
+        await self._retry_db(inp.job_id, "set_task_id", lambda: self.repo.set_task_id(inp.job_id, task_id))
         log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, model=model.kie_model,
                   aspect_ratio=inp.aspect_ratio)
         return task_id
@@ -196,23 +205,26 @@ class GenerationActivities:
 
     async def _record_delivery(self, job_id: str, accepted: dict) -> DeliverResult:
         """Set delivered_at with the message id; retried here while Postgres is unreachable."""
+        held = await self._retry_db(job_id, "mark_delivered", lambda: self.repo.mark_delivered(
+            job_id, accepted["owner"], message_id=accepted["message_id"], level=accepted["level"]))
+        log_event(job_id, "MARK_DELIVERED", message_id=accepted["message_id"], lock_held=held)
+        return DeliverResult("delivered", accepted["level"], accepted["message_id"])
+
+    async def _retry_db(self, job_id: str, what: str, call):
+        """Run a database write that must not be lost, retrying for up to one attempt budget."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + attempt_budget(self.settings.delivery_lease_seconds)
         delay = 0.2
         while True:
             try:
-                held = await self.repo.mark_delivered(job_id, accepted["owner"], message_id=accepted["message_id"],
-                                                      level=accepted["level"])
-                break
+                return await call()
             except Exception as exc:  # connection refused, server restarting, pool errors…
                 if loop.time() + delay > deadline:
-                    log_event(job_id, "MARK_DELIVERED_FAILED", error=redact(f"{type(exc).__name__}: {exc}")[:200])
-                    raise ApplicationError(f"could not record the delivery: {type(exc).__name__}",
-                                           type="RecordDeliveryError") from None
+                    log_event(job_id, "DB_WRITE_FAILED", what=what, error=redact(f"{type(exc).__name__}: {exc}")[:200])
+                    raise ApplicationError(f"could not {what}: {type(exc).__name__}",
+                                           type="DatabaseUnavailable") from None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 3.0)
-        log_event(job_id, "MARK_DELIVERED", message_id=accepted["message_id"], lock_held=held)
-        return DeliverResult("delivered", accepted["level"], accepted["message_id"])
 
     @staticmethod
     async def _heartbeat(details: dict) -> None:

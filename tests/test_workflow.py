@@ -212,3 +212,22 @@ async def test_account_problem_on_create_is_an_outage_message_not_a_prompt_probl
     handle, job_id, chat_id = await stack.start_generation()
     result = await finished(stack, handle, chat_id)
     assert result.outcome == "error" and status_text(stack, chat_id) == texts.STATUS_ERROR
+
+
+async def test_task_id_is_kept_when_postgres_blips_after_kie_answered(stack, monkeypatch):
+    """Kie has no idempotency key: a failing write of the task id must not create a second task."""
+    original = stack.repo.set_task_id
+    failures = {"left": 3}
+
+    async def flaky(job_id, task_id):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionRefusedError("postgres is restarting")
+        await original(job_id, task_id)
+
+    monkeypatch.setattr(stack.repo, "set_task_id", flaky)
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id)
+    assert result.outcome == "done" and failures["left"] == 0
+    assert stack.kie.create_calls == 1 and len(stack.kie.tasks) == 1
+    assert (await stack.repo.get(job_id))["external_task_id"] == result.task_id
