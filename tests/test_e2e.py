@@ -97,3 +97,14 @@ async def test_stale_button_gets_a_polite_answer(stack):
     answers = [c.params.get("text") for c in stack.tg.calls_of("answerCallbackQuery")]
     assert answers == [texts.STALE_BUTTON, texts.STALE_BUTTON]
     assert stack.kie.create_calls == 0
+
+
+async def test_generation_starts_even_if_the_first_status_edit_fails(stack):
+    chat = CHAT + 20
+    await converse_until_ratio(stack, chat, "status edit refused")
+    await stack.tg.wait_for(lambda: _button(stack, chat, "1:1"))
+    stack.tg.fail_next("editMessageText", 429, "Too Many Requests: retry after 1", retry_after=1)
+    await press(stack, chat, "1:1")
+    await stack.tg.wait_for(lambda: stack.photos_for(chat), timeout=20)
+    await stack.tg.wait_for(lambda: texts.STATUS_DONE in texts_in(stack, chat), timeout=20)
+    assert len(stack.kie.tasks) == 1

@@ -105,6 +105,15 @@ async def _edit(message: Message, text: str) -> None:
             raise
 
 
+async def _show_status(message: Message, job_id: str, text: str) -> None:
+    """The "⏳" status is cosmetic: if Telegram refuses it now (429, network), the generation still
+    starts and the workflow's final edit still lands on this message."""
+    try:
+        await _edit(message, text)
+    except Exception as exc:
+        log_event(job_id, "STATUS_EDIT_FAILED", severity=logging.WARNING, error=redact(f"{type(exc).__name__}: {exc}")[:200])
+
+
 async def on_start(message: Message, state: FSMContext) -> None:
     await state.clear()
     await state.set_state(Flow.choosing_model)
@@ -193,7 +202,7 @@ async def on_ratio(
     await state.clear()
     status_text = texts.STATUS_STARTED.format(model=model.title, ratio=ratio)
     if not repeated:  # a repeat must not overwrite a status the running workflow already set
-        await _edit(query.message, status_text)
+        await _show_status(query.message, job_id, status_text)
     inp = GenerationInput(
         job_id=job_id,
         user_id=query.from_user.id,
@@ -228,7 +237,7 @@ async def on_ratio(
         await query.answer()
         return
     if repeated:  # the earlier press recorded the job but never started it (e.g. the bot restarted)
-        await _edit(query.message, status_text)
+        await _show_status(query.message, job_id, status_text)
     log_event(job_id, "JOB_SUBMITTED", workflow_id=workflow_id_for(job_id), user_id=query.from_user.id,
               model=model.key, aspect_ratio=ratio, prompt_chars=len(prompt))
     await query.answer()
