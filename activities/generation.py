@@ -240,7 +240,7 @@ class GenerationActivities:
     @activity.defn(name="finish")
     async def finish(self, inp: FinishInput) -> None:
         """Record the outcome and edit the user's status message to its final text."""
-        db_state = {"failed": "fail", "timeout": "timeout", "error": "error"}.get(inp.outcome)
+        db_state = {"failed": "fail", "timeout": "timeout", "error": "error", "cancelled": "cancelled"}.get(inp.outcome)
         if db_state:  # every generation ends in a terminal state (delivered/undeliverable are set by deliver)
             await self.repo.set_state(inp.job_id, db_state, error=inp.detail or None)
         text = {
@@ -248,6 +248,7 @@ class GenerationActivities:
             "failed": texts.STATUS_FAILED.format(reason=inp.detail or "неизвестная ошибка"),
             "timeout": texts.STATUS_TIMEOUT,
             "error": texts.STATUS_ERROR,
+            "cancelled": texts.STATUS_CANCELLED,
         }.get(inp.outcome)
         log_event(inp.job_id, "FINISHED", outcome=inp.outcome, **({"detail": inp.detail} if inp.detail else {}))
         if text is None:  # undeliverable: the user cannot be reached

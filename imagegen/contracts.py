@@ -80,7 +80,7 @@ class FinishInput:
     job_id: str
     chat_id: int
     status_message_id: int | None
-    outcome: str  # done | failed | timeout | error | undeliverable
+    outcome: str  # done | failed | timeout | error | undeliverable | cancelled
     detail: str = ""
 
 

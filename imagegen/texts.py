@@ -14,6 +14,7 @@ STATUS_STARTED = "⏳ Генерация запущена: {model}, {ratio}. О�
 STATUS_DONE = "✅ Генерация завершена"
 STATUS_FAILED = "❌ Не удалось сгенерировать картинку: {reason}"
 STATUS_TIMEOUT = "⌛ Генерация не завершилась вовремя. Попробуйте ещё раз: /start"
+STATUS_CANCELLED = "🚫 Генерация отменена. Начать заново: /start"
 STATUS_ERROR = "❌ Сервис генерации сейчас недоступен. Попробуйте позже: /start"
 START_FAILED = "❌ Не удалось запустить генерацию. Попробуйте ещё раз чуть позже."
 PHOTO_CAPTION = "🖼 {model} · {ratio}"

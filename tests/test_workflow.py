@@ -8,6 +8,8 @@ activities under a real sandboxed Worker; see test_activity_runs_a_real_query_un
 
 import asyncio
 
+import pytest
+
 from imagegen import texts
 
 
@@ -231,3 +233,18 @@ async def test_task_id_is_kept_when_postgres_blips_after_kie_answered(stack, mon
     assert result.outcome == "done" and failures["left"] == 0
     assert stack.kie.create_calls == 1 and len(stack.kie.tasks) == 1
     assert (await stack.repo.get(job_id))["external_task_id"] == result.task_id
+
+
+async def test_operator_cancel_tells_the_user_and_records_it(stack):
+    from temporalio.client import WorkflowFailureError
+
+    stack.kie.delay = 60
+    stack.kie.lose_callback = True
+    handle, job_id, chat_id = await stack.start_generation()
+    await stack.tg.wait_for(lambda: stack.kie.tasks)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError):
+        await asyncio.wait_for(handle.result(), 20)
+    assert status_text(stack, chat_id) == texts.STATUS_CANCELLED
+    assert (await stack.repo.get(job_id))["state"] == "cancelled"
+    assert stack.photos_for(chat_id) == []

@@ -95,6 +95,14 @@ class GenerationWorkflow:
 
     @workflow.run
     async def run(self, inp: GenerationInput) -> GenerationResult:
+        try:
+            return await self._generate(inp)
+        except asyncio.CancelledError:
+            # An operator cancelled it (Temporal UI / CLI): tell the user, record it, stay cancelled.
+            await self._finish(inp, "cancelled", "cancelled by an operator")
+            raise
+
+    async def _generate(self, inp: GenerationInput) -> GenerationResult:
         self._phase = "creating"
         try:
             self._task_id = await workflow.execute_activity_method(
