@@ -1,7 +1,8 @@
 """Simulator subclasses with the few extra knobs the fault matrix needs (the shared simulators in
 tests/support stay untouched).
 
-FaultKie: records the time of every recordInfo call per task (``record_info_times``).
+FaultKie: records the time of every recordInfo call per task (``record_info_times``);
+  record_info_latency (0)  every recordInfo answer is delayed (the state is read after the delay).
 FaultTelegram:
   url_fetch_fails (False)  Telegram cannot fetch any photo URL ("failed to get HTTP URL content"),
                            so delivery has to fall back to uploading the bytes (level 2).
@@ -31,10 +32,13 @@ class FaultKie(KieSimulator):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.record_info_times: dict[str, list[float]] = {}
+        self.record_info_latency = 0.0  # seconds before recordInfo reads the task's state and answers
 
     async def _record_info(self, request: web.Request) -> web.Response:
         task_id = request.query.get("taskId", "")
         self.record_info_times.setdefault(task_id, []).append(time.monotonic())
+        if self.record_info_latency:
+            await asyncio.sleep(self.record_info_latency)
         return await super()._record_info(request)
 
 
