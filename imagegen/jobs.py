@@ -149,12 +149,6 @@ class JobRepository:
         row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1", job_id)
         return dict(row) if row else None
 
-    async def get_by_task_id(self, task_id: str) -> dict[str, Any] | None:
-        row = await self.pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM generation_jobs WHERE external_task_id = $1", task_id
-        )
-        return dict(row) if row else None
-
     async def set_task_id(self, job_id: str, task_id: str) -> None:
         await self.pool.execute(
             "UPDATE generation_jobs SET external_task_id = $2, state = 'submitted', updated_at = now()"

@@ -13,7 +13,6 @@ from typing import Any, NamedTuple
 import aiohttp
 
 KNOWN_STATES = ("waiting", "queuing", "generating", "success", "fail")
-PENDING_STATES = ("waiting", "queuing", "generating")
 
 # Body codes Kie documents. Retryable: worth asking again later; the rest need a human or a new input.
 RETRYABLE_CODES = {429, 433, 455, 500, 502, 503, 504}
@@ -39,18 +38,31 @@ class KieState(NamedTuple):
     error: str  # failMsg, or why the payload could not be read; "" when fine
 
 
-def extract_task_id(payload: Any) -> str | None:
-    """Task id from ``taskId``, ``data.taskId`` or ``data.task_id``; None when absent."""
+MAX_TASK_ID_CHARS = 200
+
+
+def task_id_candidates(payload: Any) -> list[str]:
+    """Every task id a payload carries (``taskId``, ``data.taskId``, ``data.task_id``), in that order,
+    stripped, without duplicates; values that are not strings or ints, or are empty or too long, are skipped."""
     if not isinstance(payload, dict):
-        return None
-    candidates = [payload.get("taskId")]
+        return []
+    raw = [payload.get("taskId")]
     data = payload.get("data")
     if isinstance(data, dict):
-        candidates += [data.get("taskId"), data.get("task_id")]
-    for value in candidates:
-        if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
-            return str(value).strip()
-    return None
+        raw += [data.get("taskId"), data.get("task_id")]
+    out: list[str] = []
+    for value in raw:
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            text = str(value).strip()
+            if text and len(text) <= MAX_TASK_ID_CHARS and text not in out:
+                out.append(text)
+    return out
+
+
+def extract_task_id(payload: Any) -> str | None:
+    """Task id from ``taskId``, ``data.taskId`` or ``data.task_id``; None when absent."""
+    candidates = task_id_candidates(payload)
+    return candidates[0] if candidates else None
 
 
 def _message(obj: dict) -> str:

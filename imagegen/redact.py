@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import Any, Iterable
+from typing import Any
 
 REDACTED = "<redacted>"
 _MIN_SECRET_LEN = 6  # shorter values would redact ordinary words
@@ -68,12 +68,6 @@ def redact(text: object) -> str:
     for pattern, repl in _PATTERNS:
         out = pattern.sub(repl, out)
     return out
-
-
-def contains_secret(text: str, extra: Iterable[str] = ()) -> bool:
-    with _lock:
-        known = set(_secrets)
-    return any(v and v in text for v in known | set(extra))
 
 
 class RedactingFilter(logging.Filter):

@@ -26,7 +26,7 @@ from datetime import timedelta
 import logging
 import re
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from aiohttp import web
 from temporalio.client import Client
@@ -35,7 +35,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from imagegen import redact
 from imagegen.callbacks import CALLBACK_PATH, token_ok
 from imagegen.contracts import CallbackSignal, workflow_id_for
-from imagegen.kie import parse_kie_state
+from imagegen.kie import parse_kie_state, task_id_candidates
 from imagegen.logs import log_event
 
 MAX_BODY_BYTES = 64 * 1024
@@ -69,21 +69,6 @@ class Rejected(Exception):
 
 def _reply(status: int, **body: object) -> web.Response:
     return web.json_response({"ok": status < 400, **body}, status=status)
-
-
-def _task_id_candidates(payload: dict) -> list[str]:
-    """Every task id a callback carries (``taskId``, ``data.taskId``, ``data.task_id``), in that order."""
-    data = payload.get("data")
-    raw = [payload.get("taskId")]
-    if isinstance(data, dict):
-        raw += [data.get("taskId"), data.get("task_id")]
-    out: list[str] = []
-    for value in raw:
-        if isinstance(value, (str, int)) and not isinstance(value, bool):
-            text = str(value).strip()
-            if text and len(text) <= 200 and text not in out:
-                out.append(text)
-    return out
 
 
 def kie_signature(key: str, task_id: str, timestamp: str) -> str:
@@ -135,7 +120,7 @@ async def _authenticate(request: web.Request, job_id: str) -> tuple[dict, str]:
         raise Rejected(400, "malformed JSON") from None
     if not isinstance(payload, dict):
         raise Rejected(400, "JSON is not an object")
-    candidates = _task_id_candidates(payload)
+    candidates = task_id_candidates(payload)
     if not candidates:
         raise Rejected(400, "no task id")
     key = request.app[HMAC_KEY]
@@ -254,7 +239,3 @@ def build_http_app(
     app.router.add_post(CALLBACK_PATH, kie_callback)
     app.router.add_get("/healthz", healthz)
     return app
-
-
-def stats_of(app: web.Application) -> dict[str, Any]:
-    return app[STATS_KEY]

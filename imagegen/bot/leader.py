@@ -35,7 +35,6 @@ class Leadership:
         self.retry_seconds = retry_seconds
         self.check_seconds = check_seconds
         self.is_leader = False
-        self.acquisitions = 0
 
     @property
     def role(self) -> str:
@@ -60,7 +59,6 @@ class Leadership:
                     continue
                 busy_logged = False
                 self.is_leader = True
-                self.acquisitions += 1
                 log.info("LOCK_ACQUIRED key=%s: this instance polls Telegram", self.key)
                 await self._lead_while_held(conn, lead)
             except asyncio.CancelledError:
