@@ -18,6 +18,15 @@ _COLUMNS = (
     "delivered_message_id, delivery_level, created_at, updated_at"
 )
 
+_SELECT_JOB = f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1"
+# Idempotent: a job id inserted before returns no row (the caller reads it with _SELECT_JOB).
+_INSERT_JOB = f"""
+    INSERT INTO generation_jobs (id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING {_COLUMNS}
+"""
+
 
 @dataclass(frozen=True)
 class LockResult:
@@ -76,16 +85,10 @@ class JobRepository:
     ) -> dict[str, Any]:
         """Insert the job, or return the existing row when it was inserted before (idempotent)."""
         row = await self.pool.fetchrow(
-            f"""
-            INSERT INTO generation_jobs (id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-            ON CONFLICT (id) DO NOTHING
-            RETURNING {_COLUMNS}
-            """,
-            job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
+            _INSERT_JOB, job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id
         )
         if row is None:
-            row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1", job_id)
+            row = await self.pool.fetchrow(_SELECT_JOB, job_id)
         return dict(row)
 
     async def admit_job(
@@ -113,7 +116,7 @@ class JobRepository:
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2::text))", _USER_LIMIT_LOCK, str(user_id))
-                existing = await conn.fetchrow(f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1", job_id)
+                existing = await conn.fetchrow(_SELECT_JOB, job_id)
                 if existing is not None:
                     return Admission("exists", dict(existing))
                 counts = await conn.fetchrow(
@@ -136,17 +139,14 @@ class JobRepository:
                 if active >= max_active:
                     return Admission("too_many_active", active=active, recent=len(waits))
                 row = await conn.fetchrow(
-                    f"""
-                    INSERT INTO generation_jobs (id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                    RETURNING {_COLUMNS}
-                    """,
-                    job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
+                    _INSERT_JOB, job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id
                 )
+                if row is None:  # inserted meanwhile by create_job (only outside the user lock)
+                    return Admission("exists", dict(await conn.fetchrow(_SELECT_JOB, job_id)))
                 return Admission("created", dict(row), active=active + 1, recent=len(waits) + 1)
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
-        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1", job_id)
+        row = await self.pool.fetchrow(_SELECT_JOB, job_id)
         return dict(row) if row else None
 
     async def set_task_id(self, job_id: str, task_id: str) -> None:
