@@ -42,13 +42,18 @@ from imagegen.settings import Settings
 HEARTBEAT_EVERY_SECONDS = 2.0
 
 
-def _accepted_from(details: object) -> dict | None:
-    """The accepted-photo memo a previous attempt heartbeated, if any."""
+def _memo(details: object, key: str, kind: type) -> dict | None:
+    """The memo a previous attempt heartbeated (its last heartbeat's details) when it carries `key`."""
     if isinstance(details, (list, tuple)) and details:
         last = details[-1]
-        if isinstance(last, dict) and isinstance(last.get("message_id"), int) and last.get("owner"):
+        if isinstance(last, dict) and isinstance(last.get(key), kind):
             return last
     return None
+
+
+def _retry_delay(err: RetryableDeliveryError) -> timedelta | None:
+    """Telegram's retry_after (429) as the next retry's delay; None lets the retry policy decide."""
+    return timedelta(seconds=err.retry_after) if err.retry_after else None
 
 
 def attempt_budget(lease_seconds: float) -> float:
@@ -81,9 +86,9 @@ class GenerationActivities:
         )
         if job["external_task_id"]:
             return job["external_task_id"]
-        earlier = activity.info().heartbeat_details  # a previous attempt got a task id but could not store it
-        if earlier and isinstance(earlier[-1], dict) and isinstance(earlier[-1].get("task_id"), str):
-            task_id = earlier[-1]["task_id"]
+        earlier = _memo(activity.info().heartbeat_details, "task_id", str)
+        if earlier is not None:  # a previous attempt got a task id but could not store it
+            task_id = earlier["task_id"]
             await self._retry_db(inp.job_id, "set_task_id", lambda: self.repo.set_task_id(inp.job_id, task_id))
             log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, reused=True)
             return task_id
@@ -143,7 +148,7 @@ class GenerationActivities:
         """
         info = activity.info()
         owner = f"{info.workflow_id}#{info.attempt}#{uuid.uuid4().hex[:8]}"
-        accepted = _accepted_from(info.heartbeat_details)
+        accepted = _memo(info.heartbeat_details, "message_id", int)
         if accepted is not None:
             activity.heartbeat(accepted)  # carry it forward in case recording fails again
             log_event(inp.job_id, "DELIVER_ALREADY_ACCEPTED", message_id=accepted["message_id"],
@@ -190,8 +195,8 @@ class GenerationActivities:
             except RetryableDeliveryError as exc:
                 await self.repo.release_delivery_lock(inp.job_id, owner, error=redact(exc))
                 log_event(inp.job_id, "DELIVER_RETRY", error=redact(exc), retry_after=exc.retry_after or "")
-                delay = timedelta(seconds=exc.retry_after) if exc.retry_after else None
-                raise ApplicationError(redact(exc), type="RetryableDeliveryError", next_retry_delay=delay) from None
+                raise ApplicationError(redact(exc), type="RetryableDeliveryError",
+                                       next_retry_delay=_retry_delay(exc)) from None
             except BaseException:
                 await asyncio.shield(self.repo.release_delivery_lock(inp.job_id, owner))
                 raise
@@ -272,9 +277,7 @@ class GenerationActivities:
             mapped = classify_telegram_error(exc)
             if isinstance(mapped, PermanentDeliveryError):
                 raise ApplicationError(redact(mapped), non_retryable=True) from None
-            delay = None
-            if isinstance(mapped, RetryableDeliveryError) and mapped.retry_after:
-                delay = timedelta(seconds=mapped.retry_after)
+            delay = _retry_delay(mapped) if isinstance(mapped, RetryableDeliveryError) else None
             raise ApplicationError(redact(mapped or exc), next_retry_delay=delay) from None
         log_event(job_id, "STATUS_UPDATED", text=text[:40])
 
