@@ -38,16 +38,6 @@ def test_default_schedule_follows_kie_advice():
     assert steps[0] == (30, 3) and steps[-1][0] == 900
 
 
-def test_entry_points_fail_with_one_clear_line(monkeypatch, capsys):
-    import worker
-
-    for key in list(BASE) + ["DATABASE_URL"]:
-        monkeypatch.delenv(key, raising=False)
-    assert worker.main() == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "TELEGRAM_BOT_TOKEN" in err[0]
-
-
 @pytest.mark.parametrize("script", ["worker.py", "bot.py"])
 @pytest.mark.parametrize("drop", ["TELEGRAM_BOT_TOKEN", "DATABASE_URL"])
 def test_entry_point_processes_name_the_missing_setting_in_one_line(script, drop):
