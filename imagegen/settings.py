@@ -74,6 +74,11 @@ class Settings:
     # One Telegram Bot API request (aiogram session timeout).
     telegram_timeout_seconds: float = 30.0
     log_level: str = "INFO"
+    # "text" (development) or "json" (one JSON object per line, for log shippers).
+    log_format: str = "text"
+    # Prometheus /metrics (Temporal SDK metrics + the pipeline's own) on this port; 0 turns it off.
+    # Internal: never the public HTTP_PORT.
+    metrics_port: int = 0
     # --- security (see docs/security.md) ---
     # Kie's webhook HMAC key (optional; set when enabled in the Kie account).
     kie_webhook_hmac_key: str | None = None
@@ -141,6 +146,13 @@ class Settings:
         if webhook_secret is not None and not all(c.isalnum() or c in "_-" for c in webhook_secret):
             raise SettingsError("TELEGRAM_WEBHOOK_SECRET may only contain A-Z, a-z, 0-9, _ and -")
 
+        log_format = optional("LOG_FORMAT", "text").lower()
+        if log_format not in ("text", "json"):
+            raise SettingsError(f"LOG_FORMAT must be 'text' or 'json', got {log_format!r}")
+        metrics_port = integer("METRICS_PORT", 0)
+        if not 0 <= metrics_port <= 65535:
+            raise SettingsError(f"METRICS_PORT must be between 0 (off) and 65535, got {metrics_port}")
+
         lease = integer("DELIVERY_LEASE_SECONDS", 120)
         if not MIN_LEASE_SECONDS <= lease <= MAX_LEASE_SECONDS:
             raise SettingsError(
@@ -167,6 +179,8 @@ class Settings:
             download_timeout_seconds=number("DOWNLOAD_TIMEOUT_SECONDS", 30.0),
             telegram_timeout_seconds=number("TELEGRAM_TIMEOUT_SECONDS", 30.0),
             log_level=optional("LOG_LEVEL", "INFO").upper(),
+            log_format=log_format,
+            metrics_port=metrics_port,
             kie_webhook_hmac_key=env.get("KIE_WEBHOOK_HMAC_KEY", "").strip() or None,
             allow_private_urls=flag("ALLOW_PRIVATE_URLS", False),
             user_max_active=integer("USER_MAX_ACTIVE", 2),
