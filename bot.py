@@ -17,7 +17,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"bot: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, fmt=settings.log_format)
     install_redaction()  # aiogram/aiohttp/temporalio lines are scrubbed of secrets too
     from imagegen.bot.app import run_bot
 

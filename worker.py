@@ -20,6 +20,7 @@ from activities.generation import GenerationActivities
 from imagegen.delivery import create_bot
 from imagegen.jobs import JobRepository, create_pool
 from imagegen.kie import KieClient
+from imagegen import metrics, visibility
 from imagegen.logs import setup_logging
 from imagegen.redact import install as install_redaction
 from imagegen.migrate import apply_migrations
@@ -43,6 +44,24 @@ async def activity_resources(settings: Settings, dsn: str):
         await pool.close()
 
 
+async def check_search_attributes(client: Client, namespace: str) -> None:
+    """The workflow upserts the attributes of imagegen/visibility.py; on a cluster that lacks one its
+    workflow tasks would fail over and over. Say so at start (README, "Operator guide")."""
+    from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+
+    try:
+        answer = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=namespace))
+    except Exception as exc:  # e.g. no permission on a managed cluster: the operator knows best
+        log.warning("SEARCH_ATTRIBUTES_UNCHECKED error=%s", type(exc).__name__)
+        return
+    known = set(answer.custom_attributes)
+    missing = [name for name, _ in visibility.cli_definitions() if name not in known]
+    if missing:
+        raise SystemExit(
+            f"worker: search attributes missing in namespace {namespace!r}: {', '.join(missing)} "
+            "(register them: README, 'Search attributes')")
+
+
 def build_worker(client: Client, task_queue: str, acts: GenerationActivities) -> Worker:
     return Worker(
         client,
@@ -50,6 +69,10 @@ def build_worker(client: Client, task_queue: str, acts: GenerationActivities) ->
         workflows=[GenerationWorkflow],
         activities=acts.all(),
         max_concurrent_activities=50,
+        # Heartbeats reach the server at least every 2 s, so a cancel (UI, CLI, /cancel) reaches a
+        # running delivery within seconds instead of the default 0.8 × heartbeat timeout.
+        max_heartbeat_throttle_interval=timedelta(seconds=2),
+        default_heartbeat_throttle_interval=timedelta(seconds=2),
         # On SIGTERM (a deploy) let in-flight deliveries finish instead of cancelling them mid-send.
         graceful_shutdown_timeout=timedelta(seconds=20),
     )
@@ -58,7 +81,11 @@ def build_worker(client: Client, task_queue: str, acts: GenerationActivities) ->
 async def run(settings: Settings) -> None:
     dsn = settings.require_database_url()
     await apply_migrations(dsn)
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    runtime = metrics.make_runtime(settings.metrics_port)
+    metrics.install(runtime)
+    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
+                                  **({"runtime": runtime} if runtime else {}))
+    await check_search_attributes(client, settings.temporal_namespace)
     async with activity_resources(settings, dsn) as acts:
         worker = build_worker(client, settings.temporal_task_queue, acts)
         stop = asyncio.Event()
@@ -78,7 +105,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"worker: configuration error: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, fmt=settings.log_format)
     install_redaction()  # aiogram/aiohttp/temporalio lines are scrubbed of secrets too
     asyncio.run(run(settings))
     return 0

@@ -13,7 +13,7 @@ from datetime import timedelta
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from imagegen import texts
 from imagegen.callbacks import callback_url
@@ -33,6 +33,7 @@ from imagegen.delivery import (
 )
 from imagegen.jobs import JobRepository
 from imagegen.kie import ACCOUNT_CODES, KieClient, KieError, parse_kie_state
+from imagegen import metrics
 from imagegen.logs import log_event
 from imagegen.redact import redact, register_settings
 from imagegen.models import MODELS
@@ -40,6 +41,9 @@ from imagegen.settings import Settings
 
 
 HEARTBEAT_EVERY_SECONDS = 2.0
+# Failures the code expects and retries (Kie 429/5xx, lock busy, Telegram 429/5xx/403): the SDK logs
+# BENIGN ones at DEBUG without a traceback; our own log line (with the correlation id) says what happened.
+BENIGN = ApplicationErrorCategory.BENIGN
 
 
 def _memo(details: object, key: str, kind: type) -> dict | None:
@@ -106,9 +110,10 @@ class GenerationActivities:
                 # KieRejected: this request was refused (the user is told why); KieUnusable: the
                 # account is (401 key, 402 credits, 505 feature) — the user sees "unavailable".
                 kind = "KieUnusable" if exc.code in ACCOUNT_CODES else "KieRejected"
-                raise ApplicationError(redact(exc), type=kind, non_retryable=True) from None
+                raise ApplicationError(redact(exc), type=kind, non_retryable=True, category=BENIGN) from None
             delay = timedelta(seconds=10) if exc.code == 429 else None
-            raise ApplicationError(redact(exc), type="KieUnavailable", next_retry_delay=delay) from None
+            raise ApplicationError(redact(exc), type="KieUnavailable", next_retry_delay=delay,
+                                   category=BENIGN) from None
         # Kie has no idempotency key either: once it answered, keep its task id even if Postgres is
         # briefly away (heartbeated for a retried attempt, and the write retried here).
         activity.heartbeat({"task_id": task_id})
@@ -156,6 +161,7 @@ class GenerationActivities:
             return await self._record_delivery(inp.job_id, accepted)
 
         lock = await self.repo.try_acquire_delivery_lock(inp.job_id, owner, self.settings.delivery_lease_seconds)
+        metrics.count("imagegen_delivery_lock", outcome=lock.outcome)  # won / busy / delivered / missing
         if lock.outcome == "delivered":
             log_event(inp.job_id, "DELIVER_LOCK_SKIP", reason="already delivered")
             return DeliverResult("skipped", lock.job.get("delivery_level") or "", lock.job.get("delivered_message_id"))
@@ -163,7 +169,7 @@ class GenerationActivities:
             raise ApplicationError(f"job {inp.job_id} not found", type="PermanentDeliveryError", non_retryable=True)
         if lock.outcome == "busy":
             log_event(inp.job_id, "DELIVER_LOCK_SKIP", reason="another owner is delivering", owner=lock.job["delivery_owner"])
-            raise ApplicationError("delivery lock held by another owner", type="DeliveryLockBusy")
+            raise ApplicationError("delivery lock held by another owner", type="DeliveryLockBusy", category=BENIGN)
 
         log_event(inp.job_id, "DELIVER_LOCK_WIN", owner=owner)
         model = MODELS[inp.model]
@@ -187,16 +193,18 @@ class GenerationActivities:
             except TimeoutError:
                 await self.repo.release_delivery_lock(inp.job_id, owner, error="delivery attempt timed out")
                 log_event(inp.job_id, "DELIVER_RETRY", error="attempt budget exceeded")
-                raise ApplicationError("delivery attempt timed out", type="RetryableDeliveryError") from None
+                raise ApplicationError("delivery attempt timed out", type="RetryableDeliveryError",
+                                       category=BENIGN) from None
             except PermanentDeliveryError as exc:
                 await self.repo.mark_undeliverable(inp.job_id, owner, redact(exc))
                 log_event(inp.job_id, "DELIVER_FAILED", permanent=True, error=redact(exc))
-                raise ApplicationError(redact(exc), type="PermanentDeliveryError", non_retryable=True) from None
+                raise ApplicationError(redact(exc), type="PermanentDeliveryError", non_retryable=True,
+                                       category=BENIGN) from None
             except RetryableDeliveryError as exc:
                 await self.repo.release_delivery_lock(inp.job_id, owner, error=redact(exc))
                 log_event(inp.job_id, "DELIVER_RETRY", error=redact(exc), retry_after=exc.retry_after or "")
                 raise ApplicationError(redact(exc), type="RetryableDeliveryError",
-                                       next_retry_delay=_retry_delay(exc)) from None
+                                       next_retry_delay=_retry_delay(exc), category=BENIGN) from None
             except BaseException:
                 await asyncio.shield(self.repo.release_delivery_lock(inp.job_id, owner))
                 raise
@@ -276,9 +284,10 @@ class GenerationActivities:
         except Exception as exc:
             mapped = classify_telegram_error(exc)
             if isinstance(mapped, PermanentDeliveryError):
-                raise ApplicationError(redact(mapped), non_retryable=True) from None
-            delay = _retry_delay(mapped) if isinstance(mapped, RetryableDeliveryError) else None
-            raise ApplicationError(redact(mapped or exc), next_retry_delay=delay) from None
+                raise ApplicationError(redact(mapped), non_retryable=True, category=BENIGN) from None
+            if isinstance(mapped, RetryableDeliveryError):
+                raise ApplicationError(redact(mapped), next_retry_delay=_retry_delay(mapped), category=BENIGN) from None
+            raise ApplicationError(redact(mapped or exc)) from None
         log_event(job_id, "STATUS_UPDATED", text=text[:40])
 
     def all(self) -> list:

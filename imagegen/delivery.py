@@ -218,5 +218,8 @@ def create_bot(token: str, api_base: str, *, timeout: float = 30.0) -> Bot:
     from aiogram.client.telegram import TelegramAPIServer
 
     register(token)
+    from .telegram_metrics import CountingMiddleware
+
     session = AiohttpSession(api=TelegramAPIServer.from_base(api_base), timeout=timeout)
+    session.middleware(CountingMiddleware())
     return Bot(token, session=session)

@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 
 import aiohttp
 
+from imagegen import metrics
+
 KNOWN_STATES = ("waiting", "queuing", "generating", "success", "fail")
 
 # Body codes Kie documents. Retryable: worth asking again later; the rest need a human or a new input.
@@ -170,6 +172,17 @@ class KieClient:
             await self._session.close()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> dict:
+        """One API call; counted in imagegen_kie_calls_total{endpoint,status} (body code, or "network")."""
+        endpoint = path.rsplit("/", 1)[-1]
+        try:
+            body = await self._request(method, path, **kwargs)
+        except KieError as exc:
+            metrics.count("imagegen_kie_calls", endpoint=endpoint, status=exc.code or "network")
+            raise
+        metrics.count("imagegen_kie_calls", endpoint=endpoint, status=200)
+        return body
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> dict:
         session = await self._get_session()
         try:
             async with session.request(method, self._base + path, headers=self._headers, **kwargs) as resp:

@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
+from imagegen import visibility
 from imagegen.jobs import JobRepository, create_pool
 from imagegen.migrate import apply_migrations
 from tests.support.services import EmbeddedPostgres, temporal_cli
@@ -48,6 +49,7 @@ async def temporal_env():
         dev_server_existing_path=temporal_cli(),
         ui=False,
         dev_server_log_level="error",
+        search_attributes=visibility.ALL_KEYS,  # what the workflow upserts (imagegen/visibility.py)
     )
     yield env
     await env.shutdown()

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.generation import GenerationActivities
@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         PollInput,
         workflow_id_for,
     )
+    from imagegen import metrics, visibility
 
 CREATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -48,6 +49,10 @@ DELIVER_RETRY = RetryPolicy(
 )
 DELIVER_START_TO_CLOSE = timedelta(seconds=100)
 DELIVER_HEARTBEAT = timedelta(seconds=15)
+# Search attributes, current details and metrics arrived after histories were recorded: workflows
+# started before this change replay without them (workflow.patched), new ones record them.
+VISIBILITY_PATCH = "operator-visibility-1"
+STATUS_ICON = {"done": "✅", "failed": "❌", "timeout": "⌛", "error": "❌", "undeliverable": "✖", "cancelled": "🚫"}
 FINISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10)
 
 
@@ -57,6 +62,13 @@ def poll_interval(schedule: list[list[float]], elapsed: float) -> float:
         if elapsed < until:
             return float(interval)
     return float(schedule[-1][1])
+
+
+def _raise_if_cancelled(err: BaseException) -> None:
+    """A cancel that reached an activity surfaces as ActivityError(cause=CancelledError): never
+    swallow it as an ordinary failure (run() turns it into the cancelled outcome)."""
+    if is_cancelled_exception(err):
+        raise err
 
 
 def _failure_message(err: BaseException) -> str:
@@ -74,6 +86,10 @@ class GenerationWorkflow:
         self._phase = "starting"
         self._polls = 0
         self._last_state = ""
+        self._last_error = ""
+        self._delivery_level = ""
+        self._next_poll_at: str = ""
+        self._visible = False  # search attributes / details / metrics (VISIBILITY_PATCH)
 
     @workflow.signal
     def kie_callback(self, signal: CallbackSignal) -> None:
@@ -82,28 +98,65 @@ class GenerationWorkflow:
             workflow.logger.warning("CALLBACK_IGNORED task_id=%s expected=%s", signal.task_id, self._task_id)
             return
         self._callbacks += 1
+        self._show_details()
 
     @workflow.query
     def status(self) -> dict:
+        """For operators (``temporal workflow query --type status``) and tests."""
         return {
             "phase": self._phase,
+            "state": self._state(),
             "task_id": self._task_id,
             "callbacks": self._callbacks,
             "polls": self._polls,
             "last_state": self._last_state,
+            "next_poll_at": self._next_poll_at,
+            "delivery_level": self._delivery_level,
+            "last_error": self._last_error,
         }
+
+    def _state(self) -> str:
+        """The phase as a GenerationState (search attribute) value."""
+        return visibility.OUTCOME_STATE.get(self._phase, self._phase if self._phase in visibility.STATES else "creating")
+
+    def _move_to(self, phase: str, *extra) -> None:
+        self._phase = phase
+        if self._visible:
+            workflow.upsert_search_attributes([visibility.state_update(self._state()), *extra])
+        self._show_details()
+
+    def _show_details(self) -> None:
+        """The UI's "current details": what an operator needs to decide, kept current."""
+        if not self._visible:
+            return
+        lines = [f"**State** {self._state()}", f"**Kie task** {self._task_id or '—'}",
+                 f"**Callbacks received** {self._callbacks}", f"**recordInfo calls** {self._polls}"]
+        if self._last_state:
+            lines.append(f"**Last Kie state** {self._last_state}")
+        if self._next_poll_at and self._phase == "waiting":
+            lines.append(f"**Next poll** {self._next_poll_at}")
+        if self._delivery_level:
+            lines.append(f"**Delivered as** {self._delivery_level}")
+        if self._last_error:
+            lines.append(f"**Last error** {self._last_error}")
+        workflow.set_current_details("\n".join(lines))
 
     @workflow.run
     async def run(self, inp: GenerationInput) -> GenerationResult:
+        self._visible = workflow.patched(VISIBILITY_PATCH)
         try:
             return await self._generate(inp)
-        except asyncio.CancelledError:
-            # An operator cancelled it (Temporal UI / CLI): tell the user, record it, stay cancelled.
-            await self._finish(inp, "cancelled", "cancelled by an operator")
+        except (asyncio.CancelledError, ActivityError) as err:
+            if not is_cancelled_exception(err):
+                raise
+            # An operator or the user cancelled it (UI, CLI, /cancel) at whatever moment: tell the
+            # user once, record it, and end Canceled (re-raising a cancellation does that).
+            self._last_error = "cancelled"
+            await self._finish(inp, "cancelled", "cancelled")
             raise
 
     async def _generate(self, inp: GenerationInput) -> GenerationResult:
-        self._phase = "creating"
+        self._move_to("creating")
         try:
             self._task_id = await workflow.execute_activity_method(
                 GenerationActivities.create_task,
@@ -119,30 +172,36 @@ class GenerationWorkflow:
                 ),
                 start_to_close_timeout=timedelta(seconds=40),
                 retry_policy=CREATE_RETRY,
+                summary=f"createTask {inp.model}",
             )
         except ActivityError as err:
+            _raise_if_cancelled(err)
             rejected = isinstance(err.cause, ApplicationError) and err.cause.type == "KieRejected"
             return await self._finish(inp, "failed" if rejected else "error", _failure_message(err))
 
         # Wait for the callback or the next poll, whichever comes first.
-        self._phase = "waiting"
+        self._move_to("waiting", visibility.KIE_TASK_ID.value_set(self._task_id))
         started = workflow.now()
         max_wait = float(inp.poll_schedule[-1][0])
         seen = 0
         errors_in_row = 0  # recordInfo failures in a row: the polling interval doubles with each (max ×16)
         urls: list[str] = []
+        woke_at = workflow.now()  # when the wake-up that found the result happened
         while True:
             elapsed = (workflow.now() - started).total_seconds()
             if elapsed >= max_wait:
                 return await self._finish(inp, "timeout", f"no result after {int(max_wait)} s")
             backoff = 2 ** min(errors_in_row, 4)
             wait = min(poll_interval(inp.poll_schedule, elapsed) * backoff, max_wait - elapsed)
+            self._next_poll_at = (workflow.now() + timedelta(seconds=wait)).strftime("%H:%M:%S UTC")
+            self._show_details()
             try:
                 await workflow.wait_condition(lambda: self._callbacks > seen, timeout=timedelta(seconds=wait))
                 reason = "callback"
             except asyncio.TimeoutError:
                 reason = "timer"
             seen = self._callbacks
+            woke_at = workflow.now()
             self._polls += 1
             try:
                 result = await workflow.execute_activity_method(
@@ -150,11 +209,17 @@ class GenerationWorkflow:
                     PollInput(job_id=inp.job_id, task_id=self._task_id, tick=self._polls, reason=reason),
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=POLL_RETRY,
+                    summary=f"recordInfo #{self._polls} ({reason})",
                 )
-            except ActivityError:
+            except ActivityError as err:
+                _raise_if_cancelled(err)
+                self._last_error = f"recordInfo: {_failure_message(err)}"
                 errors_in_row += 1  # a failed poll is a missed tick; the schedule goes on, slower
                 continue
             self._last_state = result.state
+            if result.state in ("error", "rejected") and result.error:
+                self._last_error = f"recordInfo: {result.error}"
+            self._show_details()
             errors_in_row = errors_in_row + 1 if result.state == "error" else 0
             if result.state == "success":
                 if result.result_urls:
@@ -166,7 +231,7 @@ class GenerationWorkflow:
             if result.state == "rejected":  # Kie account unusable (key, credits): polling on cannot help
                 return await self._finish(inp, "error", result.error)
 
-        self._phase = "delivering"
+        self._move_to("delivering")
         try:
             delivered = await workflow.execute_activity_method(
                 GenerationActivities.deliver,
@@ -177,14 +242,31 @@ class GenerationWorkflow:
                 heartbeat_timeout=DELIVER_HEARTBEAT,
                 schedule_to_close_timeout=timedelta(hours=1),
                 retry_policy=DELIVER_RETRY,
+                # Wait for the activity to confirm a cancel: only then is it known that nothing is
+                # being sent (an attempt that Telegram already accepted completes as delivered).
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                summary="deliver (url → bytes → text)",
             )
         except ActivityError as err:
+            _raise_if_cancelled(err)
             permanent = isinstance(err.cause, ApplicationError) and err.cause.type == "PermanentDeliveryError"
             return await self._finish(inp, "undeliverable" if permanent else "error", _failure_message(err))
+        self._delivery_level = delivered.level
+        if self._visible:
+            metrics.count("imagegen_deliveries", meter=workflow.metric_meter(), level=delivered.level or "unknown")
+            metrics.observe("imagegen_callback_to_delivered_seconds", (workflow.now() - woke_at).total_seconds(),
+                            meter=workflow.metric_meter())
         return await self._finish(inp, "done", "", delivery_level=delivered.level)
 
     async def _finish(self, inp: GenerationInput, outcome: str, detail: str, delivery_level: str = "") -> GenerationResult:
-        self._phase = outcome
+        if detail and outcome != "done":
+            self._last_error = detail
+        extra = [visibility.DELIVERY_LEVEL.value_set(delivery_level)] if delivery_level else []
+        self._move_to(outcome, *extra)
+        if self._visible:
+            meter = workflow.metric_meter()
+            metrics.count("imagegen_generations_finished", meter=meter, outcome=outcome, model=inp.model)
+            metrics.observe("imagegen_record_info_per_generation", float(self._polls), meter=meter)
         try:
             await workflow.execute_activity_method(
                 GenerationActivities.finish,
@@ -197,6 +279,7 @@ class GenerationWorkflow:
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=FINISH_RETRY,
+                summary=f"status {STATUS_ICON.get(outcome, '')} {'' if outcome == 'done' else outcome}".rstrip(),
             )
         except ActivityError:
             workflow.logger.warning("FINISH_FAILED job_id=%s outcome=%s", inp.job_id, outcome)

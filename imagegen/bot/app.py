@@ -23,6 +23,7 @@ from imagegen.bot.callback_api import build_http_app
 from imagegen.bot.fsm_storage import PostgresStorage
 from imagegen.bot.handlers import build_router
 from imagegen.bot.leader import Leadership
+from imagegen import metrics
 from imagegen.delivery import create_bot
 from imagegen.jobs import JobRepository, create_pool
 from imagegen.migrate import apply_migrations
@@ -89,7 +90,10 @@ async def run_bot(
     dsn = settings.require_database_url()
     await apply_migrations(dsn)
     if temporal is None:
-        temporal = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        runtime = metrics.make_runtime(settings.metrics_port)
+        metrics.install(runtime)
+        temporal = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
+                                        **({"runtime": runtime} if runtime else {}))
     pool = await create_pool(dsn, max_size=5)
     bot: Bot = create_bot(settings.telegram_bot_token, settings.telegram_api_base,
                           timeout=settings.telegram_timeout_seconds)

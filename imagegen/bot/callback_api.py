@@ -32,7 +32,7 @@ from aiohttp import web
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from imagegen import redact
+from imagegen import metrics, redact
 from imagegen.callbacks import CALLBACK_PATH, token_ok
 from imagegen.contracts import CallbackSignal, workflow_id_for
 from imagegen.kie import parse_kie_state, task_id_candidates
@@ -136,6 +136,7 @@ def _reject(stats: dict, corr: str, status: int, reason: str, **fields: object) 
     stats["rejected"] += 1
     reasons = stats["rejected_reasons"]
     reasons[reason] = reasons.get(reason, 0) + 1
+    metrics.count("imagegen_callbacks", verdict=f"rejected_{reason}")
     log_event(corr, "CALLBACK_REJECTED", severity=logging.WARNING, status=status, reason=reason, **fields)
     if status in (401, 403, 404):
         return _reply(status)  # no detail for authentication failures
@@ -160,6 +161,7 @@ async def kie_callback(request: web.Request) -> web.Response:
             # Kie calls back once or a few times; more is a replay or a flood. Every signal is an
             # event in the workflow's history, so they are capped per job (the workflow polls anyway).
             stats["throttled"] += 1
+            metrics.count("imagegen_callbacks", verdict="throttled")
             log_event(corr, "CALLBACK_THROTTLED", task_id=_clean(task_id, 100))
             return _reply(429, error="too many callbacks for this job")
         handle = request.app[TEMPORAL_KEY].get_workflow_handle(workflow_id_for(job_id))
@@ -169,17 +171,21 @@ async def kie_callback(request: web.Request) -> web.Response:
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 stats["unknown"] += 1
+                metrics.count("imagegen_callbacks", verdict="unknown")
                 log_event(corr, "CALLBACK_UNKNOWN", task_id=_clean(task_id, 100), reason="no running workflow")
                 return _reply(200, ignored=True)
             stats["errors"] += 1
+            metrics.count("imagegen_callbacks", verdict="signal_failed")
             log_event(corr, "CALLBACK_SIGNAL_FAILED", severity=logging.ERROR,
                       error=redact.redact(f"{exc.status.name}: {exc.message}")[:300])
             return _reply(503, error="try again later")
         stats["signalled"] += 1
+        metrics.count("imagegen_callbacks", verdict="signalled")
         log_event(corr, "CALLBACK_SIGNALLED", workflow_id=handle.id)
         return _reply(200)
     except Exception as exc:  # never let one request take the endpoint down
         stats["errors"] += 1
+        metrics.count("imagegen_callbacks", verdict="error")
         log_event(corr, "CALLBACK_ERROR", severity=logging.ERROR, error=redact.redact(f"{type(exc).__name__}: {exc}")[:300])
         return _reply(500, error="internal error")
 

@@ -18,12 +18,13 @@ from aiogram.fsm.context import FSMContext
 from aiogram.fsm.state import State, StatesGroup
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 from temporalio.client import Client
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from imagegen import texts
 from imagegen.contracts import GenerationInput, workflow_id_for
 from imagegen.jobs import JobRepository
+from imagegen.launch import start_generation
+from imagegen import metrics
 from imagegen.logs import log_event
 from imagegen.models import MODELS, get_model
 from imagegen.redact import redact
@@ -214,14 +215,7 @@ async def on_ratio(
         poll_schedule=[[u, i] for u, i in settings.poll_schedule],
     )
     try:
-        await temporal.start_workflow(
-            "GenerationWorkflow",
-            inp,
-            id=workflow_id_for(job_id),
-            task_queue=settings.temporal_task_queue,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        )
+        await start_generation(temporal, inp, task_queue=settings.temporal_task_queue)
     except WorkflowAlreadyStartedError:
         log_event(job_id, "JOB_DUPLICATE_REQUEST", user_id=query.from_user.id)
         await query.answer(texts.ALREADY_STARTED)
@@ -236,6 +230,7 @@ async def on_ratio(
         await _edit(query.message, texts.START_FAILED)
         await query.answer()
         return
+    metrics.count("imagegen_generations_started", model=model.key)
     if repeated:  # the earlier press recorded the job but never started it (e.g. the bot restarted)
         await _show_status(query.message, job_id, status_text)
     log_event(job_id, "JOB_SUBMITTED", workflow_id=workflow_id_for(job_id), user_id=query.from_user.id,

@@ -170,6 +170,9 @@ class TemporalDevServer:
         cmd = [temporal_cli(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port),
                "--ui-port", str(self.ui_port), "--log-level", "error", "--http-port", str(free_port()),
                "--metrics-port", str(free_port())]
+        from imagegen.visibility import dev_server_args
+
+        cmd += dev_server_args()  # the search attributes the workflow upserts
         if self.db_file:
             cmd += ["--db-filename", self.db_file]
         if self.headless:

@@ -16,7 +16,8 @@ from temporalio.worker import Worker
 from activities.generation import GenerationActivities
 from imagegen.bot.app import build_dispatcher, poll_until_cancelled, start_http
 from imagegen.bot.callback_api import build_http_app
-from imagegen.contracts import GenerationInput, GenerationResult, workflow_id_for
+from imagegen.contracts import GenerationInput
+from imagegen.launch import start_generation
 from imagegen.delivery import create_bot
 from imagegen.jobs import JobRepository
 from imagegen.kie import KieClient
@@ -39,8 +40,7 @@ async def start_generation_workflow(client: Client, bot, task_queue: str, poll_s
     inp = GenerationInput(job_id=job_id, user_id=chat_id, chat_id=chat_id, model="zimage", prompt=prompt,
                           aspect_ratio=ratio, status_message_id=status.message_id,
                           poll_schedule=[[u, i] for u, i in poll_schedule])
-    handle = await client.start_workflow("GenerationWorkflow", inp, id=workflow_id_for(job_id),
-                                         task_queue=task_queue, result_type=GenerationResult)
+    handle = await start_generation(client, inp, task_queue=task_queue)
     return handle, job_id, chat_id
 
 
