@@ -151,7 +151,10 @@ class JobRepository:
 
     async def set_task_id(self, job_id: str, task_id: str) -> None:
         await self.pool.execute(
-            "UPDATE generation_jobs SET external_task_id = $2, state = 'submitted', updated_at = now()"
+            # The task id is always kept (an operator looks for it); the state moves on only from
+            # 'created' (a cancel that came first stays 'cancelled').
+            "UPDATE generation_jobs SET external_task_id = $2,"
+            " state = CASE WHEN state = 'created' THEN 'submitted' ELSE state END, updated_at = now()"
             " WHERE id = $1",
             job_id, task_id,
         )
@@ -159,13 +162,14 @@ class JobRepository:
     async def set_state(
         self, job_id: str, state: str, *, error: str | None = None, result_urls: list[str] | None = None
     ) -> None:
-        """Record a generation outcome. Never moves a delivered job out of 'delivered'."""
+        """Record a generation outcome. Never moves a delivered or cancelled job elsewhere (a poll
+        still in flight when the generation was cancelled must not overwrite 'cancelled')."""
         await self.pool.execute(
             """
             UPDATE generation_jobs
                SET state = $2, error = COALESCE($3, error),
                    result_urls = COALESCE($4, result_urls), updated_at = now()
-             WHERE id = $1 AND delivered_at IS NULL
+             WHERE id = $1 AND delivered_at IS NULL AND state <> 'cancelled'
             """,
             job_id, state, error, result_urls,
         )
