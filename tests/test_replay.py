@@ -8,11 +8,18 @@ meant to be incompatible and no old workflow can still be running.
 
 import asyncio
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer
+from temporalio.worker import Replayer, Worker
+from temporalio.workflow import NondeterminismError
+
+from imagegen.contracts import GenerationInput, GenerationResult
+from tests.support.stack import start_generation_workflow
 
 from workflows.generation import GenerationWorkflow
 
@@ -25,6 +32,9 @@ SCENARIOS = {
     "fallback_text": dict(file_mode="404"),
     "record_info_backoff": dict(lose_callback=True, record_info_errors=[500, 429]),
     "delivery_retry": dict(telegram_fail=("sendPhoto", 502, "Bad Gateway")),
+    # Recorded after the operator-visibility change (search attributes, details, summaries):
+    "visible_callback": dict(),
+    "visible_fallback_bytes": dict(file_mode="ok", telegram_fail=("sendPhoto", 400, "Bad Request: failed to get HTTP URL content")),
 }
 
 
@@ -56,3 +66,61 @@ async def test_committed_history_replays(path):
 
 def test_there_are_committed_histories():
     assert {p.stem for p in HISTORIES.glob("*.json")} == set(SCENARIOS)
+
+
+# ------------------------------------------------------------------ changing the workflow safely
+# README, "Changing the workflow": a change to the command sequence goes behind workflow.patched, so
+# running generations (recorded before the change) replay the old path and new ones take the new.
+# Shown on one example change: wait one second before creating the Kie task.
+
+
+@workflow.defn(name="GenerationWorkflow", sandboxed=False)
+class UnpatchedChange(GenerationWorkflow):
+    @workflow.run
+    async def run(self, inp: GenerationInput) -> GenerationResult:
+        return await super().run(inp)
+
+    async def _generate(self, inp):
+        await workflow.sleep(timedelta(seconds=1))  # a new timer command, in every history
+        return await super()._generate(inp)
+
+
+@workflow.defn(name="GenerationWorkflow", sandboxed=False)
+class PatchedChange(GenerationWorkflow):
+    @workflow.run
+    async def run(self, inp: GenerationInput) -> GenerationResult:
+        return await super().run(inp)
+
+    async def _generate(self, inp):
+        if workflow.patched("wait-before-create"):  # only histories that took the new path have it
+            await workflow.sleep(timedelta(seconds=1))
+        return await super()._generate(inp)
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+async def test_an_unpatched_change_breaks_running_histories(path):
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    with pytest.raises(NondeterminismError):
+        await Replayer(workflows=[UnpatchedChange]).replay_workflow(history)
+
+
+@pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
+async def test_a_patched_change_replays_running_histories(path):
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    await Replayer(workflows=[PatchedChange]).replay_workflow(history)
+
+
+async def test_a_patched_change_runs_the_new_path_for_new_generations(stack):
+    """New workflows take the patched path (the marker and the timer are in their history) and
+    still deliver; their history replays under the patched code."""
+    queue = f"{stack.task_queue}-patched"
+    worker = Worker(stack.client, task_queue=queue, workflows=[PatchedChange], activities=stack.activities.all())
+    async with worker:
+        handle, _, chat_id = await start_generation_workflow(stack.client, stack.bot, queue, stack.poll_schedule,
+                                                             prompt="a red fox in snow", ratio="1:1")
+        result = await asyncio.wait_for(handle.result(), 30)
+    assert result.outcome == "done" and len(stack.photos_for(chat_id)) == 1
+    history = await handle.fetch_history()
+    kinds = [e.event_type for e in history.events]
+    assert EventType.EVENT_TYPE_MARKER_RECORDED in kinds and EventType.EVENT_TYPE_TIMER_STARTED in kinds
+    await Replayer(workflows=[PatchedChange]).replay_workflow(history)
