@@ -118,3 +118,27 @@ async def test_metrics_are_off_by_default_and_never_on_the_public_port(ops_stack
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
         async with s.get(f"http://127.0.0.1:{bot.port}/metrics") as r:
             assert r.status == 404
+
+
+def test_json_lines_carry_the_event_and_redact_secrets():
+    import io
+    import logging
+
+    from imagegen import redact
+    from imagegen.logs import log_event, setup_logging
+
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        setup_logging("INFO", stream=stream, fmt="json")
+        redact.install()
+        redact.register("s3cr3t-value-for-json")
+        log_event("job123", "DELIVER_RETRY", error="token s3cr3t-value-for-json refused", retry_after=3)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    line = json.loads(stream.getvalue().strip().splitlines()[-1])
+    assert line["corr_id"] == "job123" and line["event"] == "DELIVER_RETRY" and line["level"] == "INFO"
+    assert line["fields"] == {"error": "token <redacted> refused", "retry_after": 3}
+    assert "s3cr3t" not in stream.getvalue()
