@@ -70,7 +70,7 @@ async def test_a_delivered_generation_is_found_by_every_attribute(stack):
     assert LONG_PROMPT in details and job_id in details and "z-image" in details
 
     summaries = activity_summaries(await handle.fetch_history())
-    assert summaries[0] == "createTask zimage"
+    assert summaries[0] == "createTask z-image"
     assert summaries[1] == "recordInfo #1 (callback)"
     assert summaries[-2].startswith("deliver (url")
     assert summaries[-1] == "status ✅"

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         workflow_id_for,
     )
     from imagegen import metrics, visibility
+    from imagegen.models import MODELS
 
 CREATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
@@ -62,6 +63,11 @@ def poll_interval(schedule: list[list[float]], elapsed: float) -> float:
         if elapsed < until:
             return float(interval)
     return float(schedule[-1][1])
+
+
+def _kie_model(key: str) -> str:
+    model = MODELS.get(key)
+    return model.kie_model if model is not None else key
 
 
 def _raise_if_cancelled(err: BaseException) -> None:
@@ -172,7 +178,7 @@ class GenerationWorkflow:
                 ),
                 start_to_close_timeout=timedelta(seconds=40),
                 retry_policy=CREATE_RETRY,
-                summary=f"createTask {inp.model}",
+                summary=f"createTask {_kie_model(inp.model)}",
             )
         except ActivityError as err:
             _raise_if_cancelled(err)
