@@ -7,6 +7,7 @@ import sys
 
 from imagegen.logs import setup_logging
 from imagegen.redact import install as install_redaction
+from imagegen.redact import register_settings
 from imagegen.settings import Settings, SettingsError
 
 
@@ -17,6 +18,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"bot: configuration error: {exc}", file=sys.stderr)
         return 2
+    register_settings(settings)
     setup_logging(settings.log_level, fmt=settings.log_format)
     install_redaction()  # aiogram/aiohttp/temporalio lines are scrubbed of secrets too
     from imagegen.bot.app import run_bot

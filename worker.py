@@ -14,28 +14,40 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 from temporalio.worker import Worker
 
 from activities.generation import GenerationActivities
+from activities.retention import RetentionActivities
 from imagegen.delivery import create_bot
+from imagegen.health import Readiness, postgres_check, start_internal_server, temporal_check
 from imagegen.jobs import JobRepository, create_pool
 from imagegen.kie import KieClient
 from imagegen import metrics, visibility
 from imagegen.logs import setup_logging
 from imagegen.redact import install as install_redaction
+from imagegen.redact import register_settings
 from imagegen.migrate import apply_migrations
+from imagegen.retention import ensure_schedule
 from imagegen.settings import Settings, SettingsError
+from imagegen.temporal_connect import connect_temporal
 from workflows.generation import GenerationWorkflow
+from workflows.retention import RetentionWorkflow
 
 log = logging.getLogger("imagegen.worker")
+# On SIGTERM the worker stops polling for tasks and gives running activities this long to finish
+# (a delivery in progress completes instead of being cancelled mid-send). The compose worker's
+# stop_grace_period exceeds it (tests/test_config_consistency.py).
+GRACEFUL_SHUTDOWN_SECONDS = 20
 
 
 @asynccontextmanager
 async def activity_resources(settings: Settings, dsn: str):
     """The per-process shared resources, closed on exit."""
-    pool = await create_pool(dsn)
-    bot = create_bot(settings.telegram_bot_token, settings.telegram_api_base, timeout=settings.telegram_timeout_seconds)
-    kie = KieClient(settings.kie_api_base, settings.kie_api_key)
+    pool = await create_pool(dsn, **settings.pool_options())
+    bot = create_bot(settings.telegram_bot_token.get_secret_value(), settings.telegram_api_base,
+                     timeout=settings.telegram_timeout_seconds)
+    kie = KieClient(settings.kie_api_base, settings.kie_api_key.get_secret_value())
     try:
         yield GenerationActivities(settings=settings, repo=JobRepository(pool), kie=kie, bot=bot)
     finally:
@@ -63,39 +75,54 @@ async def check_search_attributes(client: Client, namespace: str) -> None:
 
 
 def build_worker(client: Client, task_queue: str, acts: GenerationActivities) -> Worker:
+    """The generation workflow and activities plus the retention purge, on one task queue."""
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[GenerationWorkflow],
-        activities=acts.all(),
-        max_concurrent_activities=50,
+        workflows=[GenerationWorkflow, RetentionWorkflow],
+        activities=acts.all() + RetentionActivities(acts.repo.pool).all(),
+        # Each activity holds a pooled connection for one statement at a time, so 50 activities
+        # share DB_POOL_SIZE connections (docs/reliability.md, "Pools and concurrency").
+        max_concurrent_activities=acts.settings.worker_max_concurrent_activities,
         # Heartbeats reach the server at least every 2 s, so a cancel (UI, CLI, /cancel) reaches a
         # running delivery within seconds instead of the default 0.8 × heartbeat timeout.
         max_heartbeat_throttle_interval=timedelta(seconds=2),
         default_heartbeat_throttle_interval=timedelta(seconds=2),
-        # On SIGTERM (a deploy) let in-flight deliveries finish instead of cancelling them mid-send.
-        graceful_shutdown_timeout=timedelta(seconds=20),
+        graceful_shutdown_timeout=timedelta(seconds=GRACEFUL_SHUTDOWN_SECONDS),
     )
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, *, runtime: Runtime | None = None) -> None:
+    """Serve until SIGINT/SIGTERM. The internal health port answers from the start (alive, ready
+    once Postgres and Temporal answer); Temporal is retried with backoff until it is reachable."""
     dsn = settings.require_database_url()
-    await apply_migrations(dsn)
-    runtime = metrics.make_runtime(settings.metrics_port)
-    metrics.install(runtime)
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                  **({"runtime": runtime} if runtime else {}))
-    await check_search_attributes(client, settings.temporal_namespace)
-    async with activity_resources(settings, dsn) as acts:
-        worker = build_worker(client, settings.temporal_task_queue, acts)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        log.info("WORKER_STARTED task_queue=%s temporal=%s", settings.temporal_task_queue, settings.temporal_address)
-        async with worker:
-            await stop.wait()
-        log.info("WORKER_STOPPED")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    readiness = Readiness()
+    health = await start_internal_server(settings.http_host, settings.health_port, readiness)
+    try:
+        await apply_migrations(dsn)
+        if runtime is None:
+            runtime = metrics.make_runtime(settings.metrics_port)
+            metrics.install(runtime)
+        client = await connect_temporal(settings, runtime=runtime)
+        await check_search_attributes(client, settings.temporal_namespace)
+        async with activity_resources(settings, dsn) as acts:
+            readiness.checks.update(postgres=postgres_check(acts.repo.pool), temporal=temporal_check(client))
+            await ensure_schedule(client, settings.temporal_task_queue, settings.retention_days)
+            worker = build_worker(client, settings.temporal_task_queue, acts)
+            log.info("WORKER_STARTED task_queue=%s temporal=%s", settings.temporal_task_queue,
+                     settings.temporal_address)
+            async with worker:
+                await stop.wait()
+                readiness.draining = True
+                log.info("WORKER_STOPPING graceful_shutdown=%ss", GRACEFUL_SHUTDOWN_SECONDS)
+            log.info("WORKER_STOPPED")
+    finally:
+        if health is not None:
+            await health.cleanup()
 
 
 def main() -> int:
@@ -105,6 +132,7 @@ def main() -> int:
     except SettingsError as exc:
         print(f"worker: configuration error: {exc}", file=sys.stderr)
         return 2
+    register_settings(settings)
     setup_logging(settings.log_level, fmt=settings.log_format)
     install_redaction()  # aiogram/aiohttp/temporalio lines are scrubbed of secrets too
     asyncio.run(run(settings))

@@ -101,7 +101,8 @@ class GenerationActivities:
                 model=model.kie_model,
                 prompt=inp.prompt,
                 aspect_ratio=inp.aspect_ratio,
-                callback_url=callback_url(self.settings.public_base_url, self.settings.callback_secret, inp.job_id),
+                callback_url=callback_url(self.settings.public_base_url, self.settings.callback_secret.get_secret_value(),
+                                          inp.job_id),
             )
         except KieError as exc:
             log_event(inp.job_id, "JOB_CREATE_FAILED", code=exc.code, retryable=exc.retryable, error=redact(exc.message))

@@ -244,5 +244,27 @@ class JobRepository:
         )
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+class BoundedPool(asyncpg.Pool):
+    """An asyncpg pool whose every acquisition (``pool.fetchrow`` and friends too) has a timeout."""
+
+    __slots__ = ("_acquire_timeout",)
+
+    def __init__(self, *args, acquire_timeout: float | None, **kwargs):
+        self._acquire_timeout = acquire_timeout
+        super().__init__(*args, **kwargs)
+
+    def acquire(self, *, timeout: float | None = None):
+        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+
+
+async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, command_timeout: float | None = 15.0,
+                      acquire_timeout: float | None = 10.0) -> asyncpg.Pool:
+    """The process's pool: at most `max_size` connections; a statement that runs longer than
+    `command_timeout` s is cancelled, and a caller that waits longer than `acquire_timeout` s for a
+    free connection gets a TimeoutError instead of queueing forever (docs/reliability.md, "Pools
+    and concurrency"). Settings: DB_POOL_SIZE, DB_COMMAND_TIMEOUT_SECONDS, DB_ACQUIRE_TIMEOUT_SECONDS."""
+    return await BoundedPool(
+        dsn, acquire_timeout=acquire_timeout, min_size=min_size, max_size=max_size, max_queries=50_000,
+        max_inactive_connection_lifetime=300.0, loop=None, connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record, command_timeout=command_timeout,
+    )

@@ -2,8 +2,9 @@
 
 Two layers:
 
-* known values: :func:`register` the bot token, the Kie key, the callback secret and the webhook
-  HMAC key as soon as they are used (``create_bot``, ``build_http_app`` and ``register_settings``
+* known values: :func:`register` the bot token, the Kie key, the callback secret, the webhook
+  HMAC key, the Temporal API key and the database password as soon as they are used
+  (``create_bot``, ``build_http_app`` and ``register_settings``
   do it); :func:`redact` replaces each with ``<redacted>``;
 * shapes, for values nobody registered: Telegram bot tokens (``123456:AA…``, also inside
   ``/bot<token>/`` URL paths), ``Authorization: Bearer …`` values, and the ``token=`` query
@@ -47,14 +48,8 @@ def register(*values: str | None) -> None:
 
 
 def register_settings(settings: Any) -> None:
-    """Register every secret a Settings object carries."""
-    register(
-        getattr(settings, "telegram_bot_token", None),
-        getattr(settings, "kie_api_key", None),
-        getattr(settings, "callback_secret", None),
-        getattr(settings, "kie_webhook_hmac_key", None),
-        getattr(settings, "telegram_webhook_secret", None),
-    )
+    """Register every secret a Settings object carries (the DATABASE_URL password included)."""
+    register(*settings.secret_values())
 
 
 def redact(text: object) -> str:

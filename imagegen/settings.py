@@ -1,14 +1,35 @@
-"""Settings from the environment.
+"""Settings from the environment (and a ``.env`` file), on pydantic-settings.
 
-Every knob the bot and the worker read lives here, with its default. A missing or malformed required
-setting raises :class:`SettingsError` with one line naming it; entry points print that line and exit.
+Every knob the bot and the worker read is a typed field here, with its default and its bounds; the
+environment variable is the field name in upper case. A missing or malformed setting raises
+:class:`SettingsError` with one line naming it (never its value when it is a secret); entry points
+print that line and exit. Secrets are ``SecretStr``: the object's repr shows ``'**********'``, and
+:func:`imagegen.redact.register_settings` scrubs their values from every log line.
+
+``Settings.from_env()`` reads the process environment, then ``.env`` in the working directory
+(the environment wins). ``Settings.from_env(mapping)`` reads that mapping alone (tests).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from typing import Mapping
+import math
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+from urllib.parse import unquote, urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 
 class SettingsError(Exception):
@@ -19,6 +40,7 @@ class SettingsError(Exception):
 # since the task was created. The last `until` is when the workflow gives up. Kie's own advice:
 # every 2-3 s for the first 30 s, every 5-10 s up to 2 minutes, every 15-30 s after, stop at 10-15 min.
 DEFAULT_POLL_SCHEDULE = "30:3,120:8,900:20"
+MAX_WAIT_LIMIT_SECONDS = 24 * 3600  # a schedule that waits longer than a day is a typo
 
 # The delivery lease bounds (docs/reliability.md): an attempt sends for at most 0.75 × lease, which
 # must stay inside the deliver activity's start-to-close timeout (100 s, workflows/generation.py).
@@ -37,161 +59,235 @@ def parse_poll_schedule(text: str) -> list[tuple[float, float]]:
         raise SettingsError(
             f"POLL_SCHEDULE: expected 'until:interval,...' in seconds, e.g. {DEFAULT_POLL_SCHEDULE!r}; got {text!r}"
         ) from None
+    return check_poll_schedule(steps)
+
+
+def check_poll_schedule(steps: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Finite, positive intervals, strictly increasing bounds, at most a day in all."""
     if not steps:
         raise SettingsError("POLL_SCHEDULE: empty")
     last = 0.0
     for until, interval in steps:
+        if not (math.isfinite(until) and math.isfinite(interval)):
+            raise SettingsError(f"POLL_SCHEDULE: every number must be finite; got {steps!r}")
         if interval <= 0 or until <= last:
-            raise SettingsError(
-                f"POLL_SCHEDULE: intervals must be > 0 and bounds increasing; got {text!r}"
-            )
+            raise SettingsError(f"POLL_SCHEDULE: intervals must be > 0 and bounds increasing; got {steps!r}")
         last = until
-    return steps
+    if last > MAX_WAIT_LIMIT_SECONDS:
+        raise SettingsError(f"POLL_SCHEDULE: the last bound must be at most {MAX_WAIT_LIMIT_SECONDS} s; got {last:g}")
+    return [(float(u), float(i)) for u, i in steps]
 
 
-@dataclass(frozen=True)
-class Settings:
-    telegram_bot_token: str
-    kie_api_key: str
-    public_base_url: str
-    callback_secret: str
-    telegram_api_base: str = "https://api.telegram.org"
-    kie_api_base: str = "https://api.kie.ai"
+def _schedule(value: Any) -> list[tuple[float, float]]:
+    if isinstance(value, str):
+        return parse_poll_schedule(value)
+    return check_poll_schedule([(float(u), float(i)) for u, i in value])
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http(s) URL")
+    return value.rstrip("/")
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _upper(value: Any) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+OptionalPort = Annotated[int, Field(ge=0, le=65535)]  # 0 = off
+Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
+Count = Annotated[int, Field(ge=1, le=10_000)]
+PollSchedule = Annotated[list[tuple[float, float]], NoDecode, BeforeValidator(_schedule)]
+
+# from_env(mapping) hands its mapping to settings_customise_sources through this.
+_MAPPING: ContextVar[Mapping[str, str] | None] = ContextVar("settings_mapping", default=None)
+
+
+class _MappingSource(EnvSettingsSource):
+    """The environment source, over a given mapping instead of os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], mapping: Mapping[str, str]):
+        self._mapping = {k: v.strip() if isinstance(v, str) else v for k, v in mapping.items()}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._mapping, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", env_ignore_empty=True, extra="ignore", frozen=True,
+        str_strip_whitespace=True, hide_input_in_errors=True,
+    )
+
+    # --- required ---
+    telegram_bot_token: SecretStr
+    kie_api_key: SecretStr
+    public_base_url: HttpUrl
+    callback_secret: SecretStr
+    # Required by bot.py and worker.py (require_database_url); tests and `make demo` start their own.
+    database_url: SecretStr | None = None
+
+    # --- endpoints ---
+    telegram_api_base: HttpUrl = "https://api.telegram.org"
+    kie_api_base: HttpUrl = "https://api.kie.ai"
     http_host: str = "0.0.0.0"
-    http_port: int = 8080
-    database_url: str | None = None
+    http_port: Port = 8080
+    # Internal HTTP port of either process: /healthz, /readyz, /status (counters). 0 = off.
+    health_port: OptionalPort = 0
+
+    # --- Temporal ---
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     temporal_task_queue: str = "image-generation"
-    poll_schedule: list[tuple[float, float]] = field(
-        default_factory=lambda: parse_poll_schedule(DEFAULT_POLL_SCHEDULE)
-    )
+    # TLS: on when TEMPORAL_TLS is true or any TLS file, the server name or the API key is set.
+    temporal_tls: bool = False
+    temporal_tls_client_cert: FilePath | None = None  # PEM; mTLS (self-hosted or Temporal Cloud)
+    temporal_tls_client_key: FilePath | None = None
+    temporal_tls_server_ca: FilePath | None = None  # PEM; default: the system's roots
+    temporal_tls_server_name: str | None = None  # SNI and certificate name when it differs from the host
+    temporal_api_key: SecretStr | None = None  # Temporal Cloud API key (sent as a bearer token)
+
+    # --- generation and delivery ---
+    poll_schedule: PollSchedule = Field(default_factory=lambda: parse_poll_schedule(DEFAULT_POLL_SCHEDULE))
     # Delivery lock lease: a holder that has not finished within this many seconds is presumed dead.
-    delivery_lease_seconds: int = 120
+    delivery_lease_seconds: Annotated[int, Field(ge=MIN_LEASE_SECONDS, le=MAX_LEASE_SECONDS)] = 120
     # Byte-download fallback (level 2): cap and timeout.
-    download_max_bytes: int = 10 * 1024 * 1024
-    download_timeout_seconds: float = 30.0
+    download_max_bytes: Annotated[int, Field(ge=1024, le=50 * 1024 * 1024)] = 10 * 1024 * 1024
+    download_timeout_seconds: Seconds = 30.0
     # One Telegram Bot API request (aiogram session timeout).
-    telegram_timeout_seconds: float = 30.0
-    log_level: str = "INFO"
+    telegram_timeout_seconds: Seconds = 30.0
+
+    # --- capacity (docs/reliability.md, "Pools and concurrency") ---
+    db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10
+    db_acquire_timeout_seconds: Seconds = 10.0
+    db_command_timeout_seconds: Seconds = 15.0
+    worker_max_concurrent_activities: Count = 50
+    bot_max_concurrent_updates: Count = 20
+
+    # --- data retention ---
+    # Finished jobs (prompts, result links) and idle conversation state older than this are purged
+    # by the hourly Temporal schedule "imagegen-retention". 0 keeps everything.
+    retention_days: Annotated[int, Field(ge=0, le=3650)] = 30
+
+    # --- logs and metrics ---
+    log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)] = "INFO"
     # "text" (development) or "json" (one JSON object per line, for log shippers).
-    log_format: str = "text"
+    log_format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = "text"
     # Prometheus /metrics (Temporal SDK metrics + the pipeline's own) on this port; 0 turns it off.
     # Internal: never the public HTTP_PORT.
-    metrics_port: int = 0
+    metrics_port: OptionalPort = 0
+
     # --- security (see docs/security.md) ---
     # Kie's webhook HMAC key (optional; set when enabled in the Kie account).
-    kie_webhook_hmac_key: str | None = None
+    kie_webhook_hmac_key: SecretStr | None = None
     # Let the byte-download fallback fetch loopback/private addresses (local development only).
     allow_private_urls: bool = False
     # Per-user limits.
-    user_max_active: int = 2
-    user_max_per_minute: int = 5
+    user_max_active: Annotated[int, Field(ge=1, le=1000)] = 2
+    user_max_per_minute: Annotated[int, Field(ge=1, le=1000)] = 5
+
     # --- bot mode ---
-    bot_mode: str = "polling"  # "polling" (one leader via a Postgres advisory lock) | "webhook"
-    telegram_webhook_secret: str | None = None
+    # "polling" (one leader via a Postgres advisory lock) | "webhook"
+    bot_mode: Annotated[Literal["polling", "webhook"], BeforeValidator(_lower)] = "polling"
+    telegram_webhook_secret: SecretStr | None = None
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret_charset(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not all(c.isalnum() or c in "_-" for c in value.get_secret_value()):
+            raise ValueError("may only contain A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @model_validator(mode="after")
+    def _combinations(self) -> "Settings":
+        if self.bot_mode == "webhook" and self.telegram_webhook_secret is None:
+            raise _Named("TELEGRAM_WEBHOOK_SECRET", "is required when BOT_MODE=webhook")
+        if (self.temporal_tls_client_cert is None) != (self.temporal_tls_client_key is None):
+            raise _Named("TEMPORAL_TLS_CLIENT_KEY" if self.temporal_tls_client_key is None
+                         else "TEMPORAL_TLS_CLIENT_CERT", "is required with the other (client certificate and key)")
+        return self
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        mapping = _MAPPING.get()
+        if mapping is not None:
+            return (init_settings, _MappingSource(settings_cls, mapping))
+        return (init_settings, env_settings, dotenv_settings)
+
+    # --- the public API ---
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """The settings from the process environment and .env, or from `env` alone."""
+        token = _MAPPING.set(env)
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise SettingsError(describe(exc)) from None
+        finally:
+            _MAPPING.reset(token)
 
     @property
     def max_wait_seconds(self) -> float:
         return self.poll_schedule[-1][0]
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
-
-        def required(name: str) -> str:
-            value = env.get(name, "").strip()
-            if not value:
-                raise SettingsError(f"{name} is required but not set (see .env.example)")
-            return value
-
-        def optional(name: str, default: str) -> str:
-            value = env.get(name, "").strip()
-            return value or default
-
-        def integer(name: str, default: int) -> int:
-            raw = optional(name, str(default))
-            try:
-                return int(raw)
-            except ValueError:
-                raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
-
-        def number(name: str, default: float) -> float:
-            raw = optional(name, str(default))
-            try:
-                return float(raw)
-            except ValueError:
-                raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-
-        def url(name: str, default: str | None = None) -> str:
-            value = required(name) if default is None else optional(name, default)
-            if not value.startswith(("http://", "https://")):
-                raise SettingsError(f"{name} must be an http(s) URL, got {value!r}")
-            return value.rstrip("/")
-
-        def flag(name: str, default: bool) -> bool:
-            raw = optional(name, "1" if default else "0").lower()
-            if raw in ("1", "true", "yes", "on"):
-                return True
-            if raw in ("0", "false", "no", "off"):
-                return False
-            raise SettingsError(f"{name} must be true or false, got {raw!r}")
-
-        bot_mode = optional("BOT_MODE", "polling").lower()
-        if bot_mode not in ("polling", "webhook"):
-            raise SettingsError(f"BOT_MODE must be 'polling' or 'webhook', got {bot_mode!r}")
-        webhook_secret = env.get("TELEGRAM_WEBHOOK_SECRET", "").strip() or None
-        if bot_mode == "webhook" and not webhook_secret:
-            raise SettingsError("TELEGRAM_WEBHOOK_SECRET is required when BOT_MODE=webhook")
-        if webhook_secret is not None and not all(c.isalnum() or c in "_-" for c in webhook_secret):
-            raise SettingsError("TELEGRAM_WEBHOOK_SECRET may only contain A-Z, a-z, 0-9, _ and -")
-
-        log_format = optional("LOG_FORMAT", "text").lower()
-        if log_format not in ("text", "json"):
-            raise SettingsError(f"LOG_FORMAT must be 'text' or 'json', got {log_format!r}")
-        metrics_port = integer("METRICS_PORT", 0)
-        if not 0 <= metrics_port <= 65535:
-            raise SettingsError(f"METRICS_PORT must be between 0 (off) and 65535, got {metrics_port}")
-
-        lease = integer("DELIVERY_LEASE_SECONDS", 120)
-        if not MIN_LEASE_SECONDS <= lease <= MAX_LEASE_SECONDS:
-            raise SettingsError(
-                f"DELIVERY_LEASE_SECONDS must be between {MIN_LEASE_SECONDS} and {MAX_LEASE_SECONDS}, got {lease} "
-                "(an attempt may send for 75% of it, inside the delivery activity's 100 s timeout)"
-            )
-
-        return cls(
-            telegram_bot_token=required("TELEGRAM_BOT_TOKEN"),
-            kie_api_key=required("KIE_API_KEY"),
-            public_base_url=url("PUBLIC_BASE_URL"),
-            callback_secret=required("CALLBACK_SECRET"),
-            telegram_api_base=url("TELEGRAM_API_BASE", "https://api.telegram.org"),
-            kie_api_base=url("KIE_API_BASE", "https://api.kie.ai"),
-            http_host=optional("HTTP_HOST", "0.0.0.0"),
-            http_port=integer("HTTP_PORT", 8080),
-            database_url=env.get("DATABASE_URL", "").strip() or None,
-            temporal_address=optional("TEMPORAL_ADDRESS", "localhost:7233"),
-            temporal_namespace=optional("TEMPORAL_NAMESPACE", "default"),
-            temporal_task_queue=optional("TEMPORAL_TASK_QUEUE", "image-generation"),
-            poll_schedule=parse_poll_schedule(optional("POLL_SCHEDULE", DEFAULT_POLL_SCHEDULE)),
-            delivery_lease_seconds=lease,
-            download_max_bytes=integer("DOWNLOAD_MAX_BYTES", 10 * 1024 * 1024),
-            download_timeout_seconds=number("DOWNLOAD_TIMEOUT_SECONDS", 30.0),
-            telegram_timeout_seconds=number("TELEGRAM_TIMEOUT_SECONDS", 30.0),
-            log_level=optional("LOG_LEVEL", "INFO").upper(),
-            log_format=log_format,
-            metrics_port=metrics_port,
-            kie_webhook_hmac_key=env.get("KIE_WEBHOOK_HMAC_KEY", "").strip() or None,
-            allow_private_urls=flag("ALLOW_PRIVATE_URLS", False),
-            user_max_active=integer("USER_MAX_ACTIVE", 2),
-            user_max_per_minute=integer("USER_MAX_PER_MINUTE", 5),
-            bot_mode=bot_mode,
-            telegram_webhook_secret=webhook_secret,
-        )
+    @property
+    def temporal_tls_enabled(self) -> bool:
+        return self.temporal_tls or any(
+            v is not None for v in (self.temporal_tls_client_cert, self.temporal_tls_server_ca,
+                                    self.temporal_tls_server_name, self.temporal_api_key))
 
     def require_database_url(self) -> str:
-        if not self.database_url:
+        if self.database_url is None:
             raise SettingsError(
                 "DATABASE_URL is required here (only `make demo` and the tests start an embedded Postgres)"
             )
-        return self.database_url
+        return self.database_url.get_secret_value()
+
+    def pool_options(self) -> dict[str, Any]:
+        """Keyword arguments of imagegen.jobs.create_pool."""
+        return {"max_size": self.db_pool_size, "acquire_timeout": self.db_acquire_timeout_seconds,
+                "command_timeout": self.db_command_timeout_seconds}
+
+    def secret_values(self) -> list[str]:
+        """Every secret this object carries, the DATABASE_URL password included (for redaction)."""
+        values = [getattr(self, name).get_secret_value() for name, info in type(self).model_fields.items()
+                  if getattr(self, name) is not None and _is_secret(info.annotation)]
+        if self.database_url is not None:
+            password = urlsplit(self.database_url.get_secret_value()).password
+            if password:
+                values.append(unquote(password))
+        return values
+
+
+class _Named(SettingsError):
+    """A SettingsError from a model validator: `NAME message`."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name} {message}")
+
+
+def _is_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+
+
+def describe(exc: ValidationError) -> str:
+    """One line naming the first failing setting (and, unless it is a secret, the value given)."""
+    err = exc.errors(include_url=False)[0]
+    name = str(err["loc"][0]).upper() if err["loc"] else "settings"
+    if err["type"] == "missing":
+        return f"{name} is required but not set (see .env.example)"
+    message = err["msg"].removeprefix("Value error, ")
+    info = Settings.model_fields.get(name.lower())
+    given = err.get("input")
+    if info is not None and not _is_secret(info.annotation) and isinstance(given, (str, int, float)):
+        return f"{name}: {message}; got {str(given)[:80]!r}".replace("\n", " ")
+    return f"{name}: {message}".replace("\n", " ")

@@ -9,9 +9,13 @@ from imagegen.callbacks import callback_url
 from tests.support.services import free_port
 
 
+_health_ports: dict[int, int] = {}  # public HTTP port -> internal HEALTH_PORT of that instance
+
+
 async def health(port):
+    """The instance's internal /status (role and callback counters are not on the public port)."""
     async with aiohttp.ClientSession() as s:
-        async with s.get(f"http://127.0.0.1:{port}/healthz") as r:
+        async with s.get(f"http://127.0.0.1:{_health_ports[port]}/status") as r:
             return await r.json()
 
 
@@ -21,7 +25,9 @@ async def roles(ports):
 
 async def start_instance(stack, port):
     stop = asyncio.Event()
-    settings = stack.settings(http_port=port, public_base_url=f"http://127.0.0.1:{port}")
+    _health_ports[port] = free_port()
+    settings = stack.settings(http_port=port, public_base_url=f"http://127.0.0.1:{port}",
+                              health_port=_health_ports[port])
     task = asyncio.create_task(run_bot(settings, stack.client, stop=stop, leader_retry_seconds=0.3))
     return stop, task
 
@@ -88,7 +94,7 @@ async def test_callbacks_are_served_by_leader_and_passive_alike(stack):
     body = stack.kie.make_callback_body(task_id)
     async with aiohttp.ClientSession() as s:
         for port in ports:
-            url = callback_url(f"http://127.0.0.1:{port}", stack.config.callback_secret, job_id)
+            url = callback_url(f"http://127.0.0.1:{port}", stack.config.callback_secret.get_secret_value(), job_id)
             async with s.post(url, json=body) as r:
                 assert r.status == 200
     for port in ports:

@@ -62,7 +62,7 @@ async def serve_callbacks(stack, **kw) -> web.Application:
     """Swap the stack's callback server (same port, so Kie's callBackUrl still reaches it) for one
     built with `kw` (e.g. webhook_hmac_key)."""
     await stack._runner.cleanup()
-    app = build_http_app(stack.client, stack.config.callback_secret, **kw)
+    app = build_http_app(stack.client, stack.config.callback_secret.get_secret_value(), **kw)
     stack._runner = await start_http(app, "127.0.0.1", stack.http_port)
     return app
 
@@ -109,7 +109,7 @@ async def test_forged_callback_with_the_leaked_url_arrives_first_user_gets_only_
     stack.kie.delay = 2.0
     handle, job_id, chat_id = await stack.start_generation()
     task = await wait_task(stack)
-    assert task.callback_url and callback_token(stack.config.callback_secret, job_id) in task.callback_url
+    assert task.callback_url and callback_token(stack.config.callback_secret.get_secret_value(), job_id) in task.callback_url
     for body in forged_bodies(task.task_id, attacker.url):
         assert await post(task.callback_url, body) == 200  # accepted as a wake-up…
     await asyncio.sleep(0.5)
@@ -165,7 +165,7 @@ async def test_callback_token_of_one_job_cannot_wake_another(stack, attacker):
     h1, job1, chat1 = await stack.start_generation()
     h2, job2, chat2 = await stack.start_generation()
     await asyncio.sleep(0.2)
-    token1 = callback_token(stack.config.callback_secret, job1)
+    token1 = callback_token(stack.config.callback_secret.get_secret_value(), job1)
     url = f"http://127.0.0.1:{stack.http_port}/kie/callback?job={job2}&token={token1}"
     assert await post(url, forged_bodies("task_x", attacker.url)[0]) == 403
     assert (await h2.query("status"))["callbacks"] == 0
@@ -179,14 +179,14 @@ SECRET_CALLBACK = "test-callback-secret"
 
 def secrets_of(stack, job_ids) -> dict[str, str]:
     out = {
-        "bot token": stack.config.telegram_bot_token,
-        "bot token secret part": stack.config.telegram_bot_token.split(":", 1)[1],
-        "kie key": stack.config.kie_api_key,
-        "callback secret": stack.config.callback_secret,
+        "bot token": stack.config.telegram_bot_token.get_secret_value(),
+        "bot token secret part": stack.config.telegram_bot_token.get_secret_value().split(":", 1)[1],
+        "kie key": stack.config.kie_api_key.get_secret_value(),
+        "callback secret": stack.config.callback_secret.get_secret_value(),
         "hmac key": HMAC_KEY,
     }
     for job_id in job_ids:
-        out[f"callback token of {job_id}"] = callback_token(stack.config.callback_secret, job_id)
+        out[f"callback token of {job_id}"] = callback_token(stack.config.callback_secret.get_secret_value(), job_id)
     return out
 
 
@@ -197,7 +197,7 @@ async def test_secrets_never_reach_the_event_history_or_the_logs(stack, caplog):
     caplog.set_level(logging.DEBUG)
     await serve_callbacks(stack, webhook_hmac_key=HMAC_KEY)
     stack.kie.webhook_hmac_key = HMAC_KEY
-    token = stack.config.telegram_bot_token
+    token = stack.config.telegram_bot_token.get_secret_value()
     await stack.start_bot()
     scenarios = [
         lambda: None,

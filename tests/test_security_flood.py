@@ -60,7 +60,7 @@ async def test_ten_thousand_bad_requests_then_a_valid_callback_still_works(stack
     stack.kie.lose_callback = True  # we deliver the real callback ourselves, after the flood
     stack.kie.delay = 0.5
     stack.poll_schedule = [(60.0, 30.0)]  # slow polling: the callback is what wakes the workflow
-    secret = stack.config.callback_secret
+    secret = stack.config.callback_secret.get_secret_value()
     handle, job_id, chat_id = await stack.start_generation()
     async with CallbackServer(stack.client, secret=secret, hmac_key=HMAC_KEY) as srv:
         statuses: dict[int, int] = {}
@@ -84,16 +84,13 @@ async def test_ten_thousand_bad_requests_then_a_valid_callback_still_works(stack
             await asyncio.gather(*(one(i) for i in range(N_BAD)))
             elapsed = time.monotonic() - t0
 
-            async with session.get(srv.base + "/healthz") as resp:
-                assert resp.status == 200
-                health = await resp.json()
         print(f"\nFLOOD {N_BAD} bad callbacks in {elapsed:.2f} s ({N_BAD / elapsed:.0f}/s, concurrency "
               f"{CONCURRENCY}); statuses {dict(sorted(statuses.items()))}; open fds {fds_before}->{open_fds()}; "
               f"max RSS {rss_before // 1024}->{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} MiB")
 
         assert statuses.get(-1, 0) <= N_BAD // 10  # only 413s may be cut short
         assert set(statuses) <= {400, 401, 403, 413, -1} and 200 not in statuses
-        stats = health["callbacks"]
+        stats = srv.stats
         assert stats["received"] == N_BAD and stats["rejected"] == N_BAD
         assert stats["signalled"] == 0 and stats["errors"] == 0
         assert (await handle.query("status"))["callbacks"] == 0  # the flood never reached the workflow

@@ -231,7 +231,7 @@ async def test_run_bot_verifies_signatures_when_the_key_is_set(stack):
         await stack.tg.wait_for(lambda: stack.kie.tasks)
         task_id = next(iter(stack.kie.tasks))
         body = stack.kie.make_callback_body(task_id)
-        url = callback_url(cfg.public_base_url, cfg.callback_secret, job_id)
+        url = callback_url(cfg.public_base_url, cfg.callback_secret.get_secret_value(), job_id)
         async with aiohttp.ClientSession() as s:
             for _ in range(100):
                 try:
@@ -304,7 +304,7 @@ async def test_kie_error_text_echoing_the_api_key_is_redacted_from_the_activity_
 
     from imagegen.contracts import CreateTaskInput
 
-    key = stack.config.kie_api_key
+    key = stack.config.kie_api_key.get_secret_value()
     register(key)
     stack.kie.create_errors.append((500, {"code": 500, "msg": f"Authorization header {key!r} rejected"}))
     job_id = uuid.uuid4().hex[:16]

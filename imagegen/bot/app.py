@@ -1,4 +1,5 @@
-"""The bot process: the Telegram conversation plus the aiohttp server for Kie callbacks and /healthz.
+"""The bot process: the Telegram conversation plus the aiohttp server for Kie callbacks, /healthz and
+/readyz (imagegen.health; counters only on the internal HEALTH_PORT).
 
 Polling mode (default): every process serves HTTP; only the holder of the Postgres advisory lock
 polls Telegram (see leader.py). Webhook mode: Telegram POSTs updates to
@@ -18,20 +19,27 @@ from aiogram.fsm.storage.memory import MemoryStorage
 from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 
-from imagegen.bot.callback_api import build_http_app
+from imagegen.bot.callback_api import STATS_KEY, build_http_app
 from imagegen.bot.fsm_storage import PostgresStorage
+from imagegen.bot.gate import UpdateGate
 from imagegen.bot.handlers import build_router
 from imagegen.bot.leader import Leadership
 from imagegen import metrics
 from imagegen.delivery import create_bot
+from imagegen.health import Readiness, add_public_routes, postgres_check, start_internal_server, temporal_check
 from imagegen.jobs import JobRepository, create_pool
 from imagegen.migrate import apply_migrations
 from imagegen.redact import register_settings
 from imagegen.settings import Settings
+from imagegen.temporal_connect import connect_temporal
 
 log = logging.getLogger("imagegen.bot")
 WEBHOOK_PATH = "/telegram/webhook"
+# On SIGTERM: how long in-flight webhook requests and updates in hand get to finish. The compose
+# bot's stop_grace_period exceeds it (tests/test_config_consistency.py).
+DRAIN_SECONDS = 15.0
 
 
 def build_dispatcher(temporal: Client, settings: Settings, pool: asyncpg.Pool | None = None) -> Dispatcher:
@@ -45,13 +53,15 @@ def build_dispatcher(temporal: Client, settings: Settings, pool: asyncpg.Pool | 
 
 
 async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None)
+    """Serve `app`; its cleanup() finishes requests in progress for up to DRAIN_SECONDS."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=DRAIN_SECONDS)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
 
 
-async def poll_until_cancelled(dp: Dispatcher, bot: Bot, *, polling_timeout: int = 10) -> None:
+async def poll_until_cancelled(dp: Dispatcher, bot: Bot, *, polling_timeout: int = 10,
+                               concurrency: int | None = None) -> None:
     """Long-poll Telegram until this task is cancelled; then stop polling for real.
 
     Cancelling a task that runs ``dp.start_polling`` does not stop aiogram's inner polling tasks (they
@@ -60,7 +70,7 @@ async def poll_until_cancelled(dp: Dispatcher, bot: Bot, *, polling_timeout: int
     """
     polling = asyncio.create_task(dp.start_polling(
         bot, handle_signals=False, close_bot_session=False, polling_timeout=polling_timeout,
-        allowed_updates=dp.resolve_used_update_types()))
+        allowed_updates=dp.resolve_used_update_types(), tasks_concurrency_limit=concurrency))
     try:
         await asyncio.wait({polling})  # being cancelled here leaves `polling` running: stopped below
         polling.result()
@@ -79,8 +89,14 @@ async def run_bot(
     *,
     stop: asyncio.Event | None = None,
     leader_retry_seconds: float = 3.0,
+    runtime: Runtime | None = None,
 ) -> None:
-    """Serve until `stop` is set (or SIGINT/SIGTERM when no `stop` is given)."""
+    """Serve until `stop` is set (or SIGINT/SIGTERM when no `stop` is given).
+
+    Start: the internal health port first (alive, not ready), migrations, Temporal (retried with
+    backoff), then the public HTTP server and Telegram. Stop: unready at once, stop taking updates
+    (polling stops / the webhook is drained), finish the updates in hand (DRAIN_SECONDS at most).
+    """
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -88,36 +104,49 @@ async def run_bot(
             loop.add_signal_handler(sig, stop.set)
     register_settings(settings)  # its secrets are scrubbed from every log line and error text
     dsn = settings.require_database_url()
-    await apply_migrations(dsn)
-    if temporal is None:
-        runtime = metrics.make_runtime(settings.metrics_port)
-        metrics.install(runtime)
-        temporal = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace,
-                                        **({"runtime": runtime} if runtime else {}))
-    pool = await create_pool(dsn, max_size=5)
-    bot: Bot = create_bot(settings.telegram_bot_token, settings.telegram_api_base,
-                          timeout=settings.telegram_timeout_seconds)
-    dp = build_dispatcher(temporal, settings, pool)
-    leadership = Leadership(dsn, settings.telegram_bot_token, retry_seconds=leader_retry_seconds)
+    readiness = Readiness()
+    leadership: Leadership | None = None
+    stats: dict = {}
 
-    def status() -> dict:
-        role = "webhook" if settings.bot_mode == "webhook" else leadership.role
-        return {"mode": settings.bot_mode, "role": role}
+    def process_status() -> dict:  # internal /status only
+        role = "starting" if leadership is None else "webhook" if settings.bot_mode == "webhook" else leadership.role
+        return {"mode": settings.bot_mode, "role": role, "callbacks": stats}
 
-    app = build_http_app(temporal, settings.callback_secret, status=status,
-                         webhook_hmac_key=settings.kie_webhook_hmac_key)
-    if settings.bot_mode == "webhook":
-        SimpleRequestHandler(dispatcher=dp, bot=bot, secret_token=settings.telegram_webhook_secret).register(
-            app, path=WEBHOOK_PATH
-        )
-    runner = await start_http(app, settings.http_host, settings.http_port)
-    log.info("HTTP_STARTED host=%s port=%s mode=%s", settings.http_host, settings.http_port, settings.bot_mode)
+    internal = await start_internal_server(settings.http_host, settings.health_port, readiness, process_status)
+    runner = pool = bot = None
     background: asyncio.Task | None = None
     try:
+        await apply_migrations(dsn)
+        if temporal is None:
+            if runtime is None:
+                runtime = metrics.make_runtime(settings.metrics_port)
+                metrics.install(runtime)
+            temporal = await connect_temporal(settings, runtime=runtime)
+        pool = await create_pool(dsn, **settings.pool_options())
+        bot = create_bot(settings.telegram_bot_token.get_secret_value(), settings.telegram_api_base,
+                         timeout=settings.telegram_timeout_seconds)
+        dp = build_dispatcher(temporal, settings, pool)
+        gate = UpdateGate(settings.bot_max_concurrent_updates)
+        dp.update.outer_middleware(gate)
+        leadership = Leadership(dsn, settings.telegram_bot_token.get_secret_value(),
+                                retry_seconds=leader_retry_seconds)
+        hmac_key = settings.kie_webhook_hmac_key
+        app = build_http_app(temporal, settings.callback_secret.get_secret_value(),
+                             webhook_hmac_key=hmac_key.get_secret_value() if hmac_key else None)
+        add_public_routes(app, readiness)
+        stats = app[STATS_KEY]
+        webhook_secret = settings.telegram_webhook_secret
+        if settings.bot_mode == "webhook":
+            # In the request (not in the background): a stopping server finishes what it took.
+            SimpleRequestHandler(dispatcher=dp, bot=bot, secret_token=webhook_secret.get_secret_value(),
+                                 handle_in_background=False).register(app, path=WEBHOOK_PATH)
+        runner = await start_http(app, settings.http_host, settings.http_port)
+        readiness.checks.update(postgres=postgres_check(pool), temporal=temporal_check(temporal))
+        log.info("HTTP_STARTED host=%s port=%s mode=%s", settings.http_host, settings.http_port, settings.bot_mode)
         if settings.bot_mode == "webhook":
             await bot.set_webhook(
                 url=settings.public_base_url + WEBHOOK_PATH,
-                secret_token=settings.telegram_webhook_secret,
+                secret_token=webhook_secret.get_secret_value(),
                 allowed_updates=dp.resolve_used_update_types(),
             )
             log.info("WEBHOOK_SET path=%s", WEBHOOK_PATH)
@@ -125,15 +154,32 @@ async def run_bot(
 
             async def lead() -> None:
                 await bot.delete_webhook(drop_pending_updates=False)
-                await poll_until_cancelled(dp, bot)
+                await poll_until_cancelled(dp, bot, concurrency=settings.bot_max_concurrent_updates)
 
             background = asyncio.create_task(leadership.run(lead))
         await stop.wait()
+        readiness.draining = True
+        log.info("BOT_STOPPING in_hand=%d", gate.in_hand)
+        if background is not None:  # polling: stop taking updates
+            background.cancel()
+            await asyncio.gather(background, return_exceptions=True)
+            background = None
+        if runner is not None:  # webhook and callbacks: stop accepting, finish requests in progress
+            await runner.cleanup()
+            runner = None
+        if not await gate.drain(DRAIN_SECONDS):
+            log.warning("BOT_DRAIN_TIMEOUT in_hand=%d", gate.in_hand)
     finally:
+        readiness.draining = True
         if background is not None:
             background.cancel()
             await asyncio.gather(background, return_exceptions=True)
-        await runner.cleanup()
-        await bot.session.close()
-        await pool.close()
+        if runner is not None:
+            await runner.cleanup()
+        if bot is not None:
+            await bot.session.close()
+        if pool is not None:
+            await pool.close()
+        if internal is not None:
+            await internal.cleanup()
         log.info("BOT_STOPPED")

@@ -1,4 +1,4 @@
-"""HTTP endpoint for Kie callbacks, and /healthz.
+"""HTTP endpoint for Kie callbacks (the bot adds /healthz and /readyz, see imagegen.health).
 
 A callback only wakes its workflow up (a signal); the workflow asks recordInfo for the truth, so a
 forged body can never choose what a user receives. Before anything is signalled, a request must
@@ -49,7 +49,6 @@ SECRET_KEY = web.AppKey("callback_secret", str)
 HMAC_KEY = web.AppKey("webhook_hmac_key", object)  # str | None
 CLOCK_KEY = web.AppKey("clock", object)  # () -> float, Unix seconds
 STATS_KEY = web.AppKey("stats", dict)
-STATUS_KEY = web.AppKey("status", object)  # () -> dict, extra fields for /healthz
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.:-]")
 
@@ -211,10 +210,6 @@ class SignalThrottle:
         return True
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return _reply(200, callbacks=request.app[STATS_KEY], **request.app[STATUS_KEY]())
-
-
 SIGNAL_RPC_TIMEOUT = timedelta(seconds=5)  # answer Kie fast (503) while Temporal is unreachable
 THROTTLE_KEY = web.AppKey("throttle", object)
 
@@ -223,18 +218,17 @@ def build_http_app(
     temporal: Client,
     callback_secret: str,
     *,
-    status: Callable[[], dict] = lambda: {},
     webhook_hmac_key: str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """The callback + /healthz application. Pass `webhook_hmac_key` (KIE_WEBHOOK_HMAC_KEY) to verify
-    Kie's callback signatures; without it a warning is logged once, here, at start-up."""
+    """The callback application; its counters are ``app[STATS_KEY]`` (the bot serves them on the
+    internal /status). Pass `webhook_hmac_key` (KIE_WEBHOOK_HMAC_KEY) to verify Kie's callback
+    signatures; without it a warning is logged once, here, at start-up."""
     redact.register(callback_secret, webhook_hmac_key)
     if not webhook_hmac_key:
         log.warning("CALLBACK_SIGNATURES_OFF KIE_WEBHOOK_HMAC_KEY is not set: Kie callbacks are checked by "
                     "their per-job URL token only (set it when the Kie account has a webhook HMAC key)")
     app = web.Application(client_max_size=MAX_BODY_BYTES)
-    app[STATUS_KEY] = status
     app[TEMPORAL_KEY] = temporal
     app[SECRET_KEY] = callback_secret
     app[HMAC_KEY] = webhook_hmac_key or None
@@ -243,5 +237,4 @@ def build_http_app(
                       "rejected_reasons": {}}
     app[THROTTLE_KEY] = SignalThrottle()
     app.router.add_post(CALLBACK_PATH, kie_callback)
-    app.router.add_get("/healthz", healthz)
     return app

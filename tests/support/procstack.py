@@ -62,6 +62,7 @@ class Proc:
     log_path: Path
     env: dict[str, str]
     port: int | None = None  # bot HTTP port
+    health_port: int | None = None  # internal /healthz, /readyz, /status (HEALTH_PORT)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -246,10 +247,12 @@ class ProcStack:
 
     def _spawn(self, kind: str, name: str, env: dict[str, str], port: int | None = None) -> Proc:
         log_path = self.workdir / f"{name}.log"
+        env = {"HEALTH_PORT": str(free_port()), **env}
         base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")}
         popen = subprocess.Popen([sys.executable, str(ROOT / f"{kind}.py")], cwd=ROOT, env={**base, **env},
                                  stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
-        proc = Proc(name=name, kind=kind, popen=popen, log_path=log_path, env=env, port=port)
+        proc = Proc(name=name, kind=kind, popen=popen, log_path=log_path, env=env, port=port,
+                    health_port=int(env["HEALTH_PORT"]))
         self.procs.append(proc)
         return proc
 
@@ -281,9 +284,10 @@ class ProcStack:
         return proc
 
     async def bot_health(self, proc: Proc) -> dict[str, Any] | None:
+        """The process's internal /status (ready flag, checks, the bot's role and counters)."""
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as s:
-                async with s.get(f"http://127.0.0.1:{proc.port}/healthz") as r:
+                async with s.get(f"http://127.0.0.1:{proc.health_port}/status") as r:
                     return await r.json()
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
             return None
@@ -292,7 +296,7 @@ class ProcStack:
         deadline = time.monotonic() + timeout
         while True:
             health = await self.bot_health(proc)
-            if health and (role is None or health.get("role") == role):
+            if health and health.get("ok") and (role is None or health.get("role") == role):
                 return health
             if not proc.alive:
                 raise RuntimeError(f"{proc.name} exited ({proc.popen.returncode}):\n{proc.log()[-3000:]}")

@@ -84,10 +84,10 @@ class Stack:
         await self.kie.start()
         await self.tg.start()
         self.config = self.settings()
-        self.bot = create_bot(self.config.telegram_bot_token, self.config.telegram_api_base, timeout=10)
-        self.kie_client = KieClient(self.config.kie_api_base, self.config.kie_api_key)
+        self.bot = create_bot(self.config.telegram_bot_token.get_secret_value(), self.config.telegram_api_base, timeout=10)
+        self.kie_client = KieClient(self.config.kie_api_base, self.config.kie_api_key.get_secret_value())
         self.activities = GenerationActivities(settings=self.config, repo=self.repo, kie=self.kie_client, bot=self.bot)
-        self._runner = await start_http(build_http_app(self.client, self.config.callback_secret), "127.0.0.1", self.http_port)
+        self._runner = await start_http(build_http_app(self.client, self.config.callback_secret.get_secret_value()), "127.0.0.1", self.http_port)
         self.worker = build_worker(self.client, self.task_queue, self.activities)
         self._tasks.append(asyncio.create_task(self.worker.run()))
 
