@@ -54,3 +54,88 @@ def test_entry_point_processes_name_the_missing_setting_in_one_line(script, drop
                           text=True, timeout=60)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and drop in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("key,value", [("POLL_SCHEDULE", "nan:3"), ("POLL_SCHEDULE", "30:inf"),
+                                       ("POLL_SCHEDULE", "30:3,inf:8"), ("POLL_SCHEDULE", "90000:60"),
+                                       ("DOWNLOAD_TIMEOUT_SECONDS", "nan"), ("TELEGRAM_TIMEOUT_SECONDS", "inf"),
+                                       ("DB_COMMAND_TIMEOUT_SECONDS", "-1"), ("DB_ACQUIRE_TIMEOUT_SECONDS", "nan"),
+                                       ("DB_POOL_SIZE", "0"), ("HTTP_PORT", "70000"), ("HEALTH_PORT", "-1"),
+                                       ("RETENTION_DAYS", "-3"), ("USER_MAX_ACTIVE", "0"),
+                                       ("WORKER_MAX_CONCURRENT_ACTIVITIES", "1e9"), ("LOG_FORMAT", "xml"),
+                                       ("BOT_MODE", "both"), ("ALLOW_PRIVATE_URLS", "maybe")])
+def test_every_numeric_setting_is_finite_and_in_range(key, value):
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({**BASE, key: value})
+    message = str(err.value)
+    assert message.startswith(key) and "\n" not in message
+
+
+def test_a_constructed_schedule_is_checked_too():
+    with pytest.raises(SettingsError, match="POLL_SCHEDULE"):
+        Settings(**{k.lower(): v for k, v in BASE.items()}, poll_schedule=[(float("nan"), 1.0)])
+
+
+SECRETS = {"TELEGRAM_BOT_TOKEN": "123456789:AAsecret-bot-token-value-0123456789abc",
+           "KIE_API_KEY": "kie-secret-key-value", "CALLBACK_SECRET": "callback-secret-value",
+           "KIE_WEBHOOK_HMAC_KEY": "hmac-secret-value", "TELEGRAM_WEBHOOK_SECRET": "webhook-secret-value",
+           "TEMPORAL_API_KEY": "temporal-cloud-api-key-value",
+           "DATABASE_URL": "postgresql://imagegen:db-password-value@db.internal:5432/imagegen"}
+
+
+def test_no_secret_in_repr_str_or_dump():
+    s = Settings.from_env({**BASE, **SECRETS})
+    shown = repr(s) + str(s) + str(s.model_dump())
+    for name, value in SECRETS.items():
+        assert value not in shown, name
+    assert "db-password-value" not in shown
+    assert s.telegram_bot_token.get_secret_value() == SECRETS["TELEGRAM_BOT_TOKEN"]
+    assert s.require_database_url() == SECRETS["DATABASE_URL"]
+
+
+def test_every_secret_and_the_database_password_are_registered_for_redaction():
+    from imagegen.redact import redact, register_settings
+
+    register_settings(Settings.from_env({**BASE, **SECRETS}))
+    line = "connect failed: password authentication failed for db-password-value; " + " ".join(SECRETS.values())
+    cleaned = redact(line)
+    assert "db-password-value" not in cleaned
+    for name, value in SECRETS.items():
+        assert value not in cleaned, name
+
+
+def test_a_malformed_secret_is_named_without_its_value():
+    with pytest.raises(SettingsError) as err:
+        Settings.from_env({**BASE, "TELEGRAM_WEBHOOK_SECRET": "has spaces in it"})
+    assert "TELEGRAM_WEBHOOK_SECRET" in str(err.value) and "has spaces" not in str(err.value)
+
+
+def test_dotenv_file_is_read_and_the_environment_wins(tmp_path, monkeypatch):
+    (tmp_path / ".env").write_text("\n".join(f"{k}={v}" for k, v in BASE.items()) + "\nHTTP_PORT=9100\n"
+                                   "LOG_FORMAT=json\n")
+    monkeypatch.chdir(tmp_path)
+    for name in list(Settings.model_fields):
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.setenv("HTTP_PORT", "9200")
+    s = Settings.from_env()
+    assert s.kie_api_key.get_secret_value() == "k" and s.log_format == "json" and s.http_port == 9200
+
+
+def test_temporal_tls_files_and_api_key(tmp_path):
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    cert.write_text("cert"), key.write_text("key")
+    plain = Settings.from_env(BASE)
+    assert not plain.temporal_tls_enabled
+    mtls = Settings.from_env({**BASE, "TEMPORAL_TLS_CLIENT_CERT": str(cert), "TEMPORAL_TLS_CLIENT_KEY": str(key)})
+    assert mtls.temporal_tls_enabled and mtls.temporal_tls_client_cert == cert
+    assert Settings.from_env({**BASE, "TEMPORAL_API_KEY": "some-api-key"}).temporal_tls_enabled
+    with pytest.raises(SettingsError, match="^TEMPORAL_TLS_CLIENT_KEY"):
+        Settings.from_env({**BASE, "TEMPORAL_TLS_CLIENT_CERT": str(cert)})
+    with pytest.raises(SettingsError, match="^TEMPORAL_TLS_SERVER_CA"):
+        Settings.from_env({**BASE, "TEMPORAL_TLS_SERVER_CA": str(tmp_path / "missing.pem")})
+
+
+def test_pool_options_follow_the_settings():
+    s = Settings.from_env({**BASE, "DB_POOL_SIZE": "7", "DB_ACQUIRE_TIMEOUT_SECONDS": "2.5",
+                           "DB_COMMAND_TIMEOUT_SECONDS": "9"})
+    assert s.pool_options() == {"max_size": 7, "acquire_timeout": 2.5, "command_timeout": 9.0}
