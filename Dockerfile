@@ -1,5 +1,6 @@
-# One image for both processes: `python worker.py` and `python bot.py`.
-FROM python:3.11-slim
+# One image for both processes and the migrations: `python worker.py`, `python bot.py`,
+# `python -m imagegen.migrate` (docker-compose.yml). Runtime dependencies only, non-root.
+FROM python:3.11.13-slim-bookworm
 WORKDIR /app
 COPY requirements-runtime.lock ./
 RUN pip install --no-cache-dir -r requirements-runtime.lock
@@ -11,4 +12,7 @@ COPY worker.py bot.py ./
 RUN useradd --system --no-create-home imagegen
 USER imagegen
 ENV PYTHONUNBUFFERED=1
+# 8080: the bot's public HTTP server; 8081: the internal health port (HEALTH_PORT) of either process.
+EXPOSE 8080 8081
+STOPSIGNAL SIGTERM
 CMD ["python", "worker.py"]
