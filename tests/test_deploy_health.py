@@ -138,3 +138,24 @@ async def test_pool_acquire_and_command_timeouts(pg_dsn):
         assert isinstance(pool, asyncpg.Pool)
     finally:
         await pool.close()
+
+
+async def test_probe_follows_readiness():
+    from imagegen.health import start_internal_server
+    from imagegen.probe import main, probe
+
+    async def ok() -> None:
+        return None
+
+    readiness = Readiness({"postgres": ok}, cache_seconds=0)
+    port = free_port()
+    runner = await start_internal_server("127.0.0.1", port, readiness)
+    try:
+        assert await asyncio.to_thread(probe, port) and await asyncio.to_thread(probe, port, "/healthz")
+        readiness.draining = True
+        assert not await asyncio.to_thread(probe, port)
+        assert await asyncio.to_thread(probe, port, "/healthz")  # alive while stopping
+    finally:
+        await runner.cleanup()
+    assert not await asyncio.to_thread(probe, port)  # nothing listens
+    assert main(["not-a-port"]) == 2

@@ -136,18 +136,20 @@ async def test_activity_runs_a_real_query_under_the_real_worker(stack):
     import ast
     from pathlib import Path
 
-    # The workflow module imports nothing but temporalio and the standard library at top level;
+    # The workflow modules import nothing but temporalio and the standard library at top level;
     # activities and domain code only inside `with workflow.unsafe.imports_passed_through():`.
-    tree = ast.parse((Path(__file__).resolve().parent.parent / "workflows" / "generation.py").read_text())
-    passed_through = {id(n) for w in ast.walk(tree) if isinstance(w, ast.With)
-                      and "imports_passed_through" in ast.unparse(w.items[0].context_expr)
-                      for n in ast.walk(w)}
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in passed_through:
-            names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
-            for name in names:
-                top = (name or "").split(".")[0]
-                assert top in {"__future__", "asyncio", "datetime", "temporalio", "dataclasses", "typing"}, name
+    for module in ("generation.py", "retention.py"):
+        tree = ast.parse((Path(__file__).resolve().parent.parent / "workflows" / module).read_text())
+        passed_through = {id(n) for w in ast.walk(tree) if isinstance(w, ast.With)
+                          and "imports_passed_through" in ast.unparse(w.items[0].context_expr)
+                          for n in ast.walk(w)}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in passed_through:
+                names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                for name in names:
+                    top = (name or "").split(".")[0]
+                    assert top in {"__future__", "asyncio", "datetime", "temporalio", "dataclasses", "typing"}, \
+                        (module, name)
     handle, job_id, chat_id = await stack.start_generation()
     await finished(stack, handle, chat_id)
     row = await stack.pool.fetchrow("SELECT state, external_task_id FROM generation_jobs WHERE id = $1", job_id)
