@@ -30,7 +30,7 @@ from imagegen.redact import register_settings
 from imagegen.migrate import apply_migrations
 from imagegen.retention import ensure_schedule
 from imagegen.settings import Settings, SettingsError
-from imagegen.temporal_connect import connect_temporal
+from imagegen.temporal_connect import ConnectAborted, connect_temporal
 from workflows.generation import GenerationWorkflow
 from workflows.retention import RetentionWorkflow
 
@@ -107,7 +107,11 @@ async def run(settings: Settings, *, runtime: Runtime | None = None) -> None:
         if runtime is None:
             runtime = metrics.make_runtime(settings.metrics_port)
             metrics.install(runtime)
-        client = await connect_temporal(settings, runtime=runtime)
+        try:
+            client = await connect_temporal(settings, runtime=runtime, stop=stop)
+        except ConnectAborted:
+            log.info("WORKER_STOPPED before Temporal answered")
+            return
         await check_search_attributes(client, settings.temporal_namespace)
         async with activity_resources(settings, dsn) as acts:
             readiness.checks.update(postgres=postgres_check(acts.repo.pool), temporal=temporal_check(client))

@@ -1,8 +1,8 @@
 """Liveness and readiness of the bot and the worker.
 
 * ``GET /healthz`` — liveness: the process serves HTTP. ``{"ok": true}``, nothing else.
-* ``GET /readyz`` — readiness: Postgres answers ``SELECT 1`` and the Temporal frontend answers its
-  health check, each within CHECK_TIMEOUT_SECONDS, and the process is not draining (SIGTERM).
+* ``GET /readyz`` — readiness: Postgres answers ``SELECT 1`` and the Temporal frontend answers
+  GetSystemInfo, each within CHECK_TIMEOUT_SECONDS, and the process is not draining (SIGTERM).
   200 ``{"ok": true}`` or 503 ``{"ok": false}``; results are cached for CACHE_SECONDS, so a flood of
   probes costs at most one check of each dependency per second.
 * ``GET /status`` — internal only: which check failed and the process's own status (the bot's role
@@ -39,11 +39,12 @@ def postgres_check(pool: asyncpg.Pool, timeout: float = CHECK_TIMEOUT_SECONDS) -
 
 
 def temporal_check(client: Client, timeout: float = CHECK_TIMEOUT_SECONDS) -> Check:
+    """The frontend answers GetSystemInfo (allowed for any client, Temporal Cloud included)."""
+    from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+
     async def check() -> None:
         async with asyncio.timeout(timeout):
-            ok = await client.service_client.check_health(timeout=timedelta(seconds=timeout))
-        if not ok:
-            raise RuntimeError("Temporal frontend reports not serving")
+            await client.workflow_service.get_system_info(GetSystemInfoRequest(), timeout=timedelta(seconds=timeout))
     return check
 
 

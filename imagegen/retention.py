@@ -97,11 +97,14 @@ async def ensure_schedule(client: Client, task_queue: str, retention_days: int,
     workers starting together are fine)."""
     schedule = schedule_for(task_queue, retention_days, schedule_id)
     try:
-        await client.create_schedule(schedule_id, schedule)
-        log.info("RETENTION_SCHEDULE_CREATED id=%s days=%d every=%s", schedule_id, retention_days, PURGE_EVERY)
-    except ScheduleAlreadyRunningError:
-        def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
+        try:
+            await client.create_schedule(schedule_id, schedule)
+            log.info("RETENTION_SCHEDULE_CREATED id=%s days=%d every=%s", schedule_id, retention_days, PURGE_EVERY)
+        except ScheduleAlreadyRunningError:
+            def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
+                return ScheduleUpdate(schedule=schedule)
 
-        await client.get_schedule_handle(schedule_id).update(update)
-        log.info("RETENTION_SCHEDULE_UPDATED id=%s days=%d every=%s", schedule_id, retention_days, PURGE_EVERY)
+            await client.get_schedule_handle(schedule_id).update(update)
+            log.info("RETENTION_SCHEDULE_UPDATED id=%s days=%d every=%s", schedule_id, retention_days, PURGE_EVERY)
+    except Exception as exc:  # e.g. two workers updating at once, or no permission: generations go on
+        log.error("RETENTION_SCHEDULE_FAILED id=%s error=%s", schedule_id, " ".join(str(exc).split())[:300])

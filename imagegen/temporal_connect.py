@@ -56,6 +56,10 @@ def backoff_delays(first: float = FIRST_DELAY_SECONDS, cap: float = MAX_DELAY_SE
         delay = min(delay * 2, cap)
 
 
+class ConnectAborted(Exception):
+    """`stop` was set while waiting to retry: the process is shutting down before it connected."""
+
+
 async def connect_temporal(
     settings: Settings,
     *,
@@ -63,10 +67,12 @@ async def connect_temporal(
     attempts: int | None = None,
     first_delay: float = FIRST_DELAY_SECONDS,
     max_delay: float = MAX_DELAY_SECONDS,
+    stop: asyncio.Event | None = None,
 ) -> Client:
     """A connected client whose namespace answers; retries with backoff (forever unless `attempts`).
 
-    The last error is raised once `attempts` connections have failed.
+    The last error is raised once `attempts` connections have failed; :class:`ConnectAborted` when
+    `stop` is set meanwhile (SIGTERM while Temporal is down ends the process at once).
     """
     options = connect_options(settings)
     delays = backoff_delays(first_delay, max_delay)
@@ -90,7 +96,14 @@ async def connect_temporal(
             log.warning("TEMPORAL_UNREACHABLE address=%s namespace=%s attempt=%d retry_in=%.1fs error=%s",
                         settings.temporal_address, settings.temporal_namespace, attempt, delay,
                         _one_line(exc))
-            await asyncio.sleep(delay)
+            if stop is None:
+                await asyncio.sleep(delay)
+            else:
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except asyncio.TimeoutError:
+                    continue
+                raise ConnectAborted(f"stopped before Temporal at {settings.temporal_address} answered") from None
 
 
 def _describe_request(namespace: str):

@@ -82,3 +82,25 @@ async def test_sigterm_mid_burst_finishes_in_flight_work_and_a_new_worker_delive
     assert "WORKER_STOPPED" in old_log
     # …and the new worker took over what was left.
     assert new_log.count("DELIVER_OK") >= 1, new_log[-3000:]
+
+
+async def test_temporal_down_at_start_is_retried_not_a_crash_loop_and_sigterm_still_stops(ps):
+    from tests.support.services import free_port
+
+    down = f"127.0.0.1:{free_port()}"  # nothing listens there
+    w = await ps.start_worker("worker-no-temporal", wait=False, TEMPORAL_ADDRESS=down)
+    deadline = time.monotonic() + 60
+    while w.log().count("TEMPORAL_UNREACHABLE") < 2:
+        assert w.alive, w.log()[-3000:]
+        assert time.monotonic() < deadline, w.log()[-3000:]
+        await asyncio.sleep(0.2)
+    lines = [line for line in w.log().splitlines() if "TEMPORAL_UNREACHABLE" in line]
+    assert all(f"address={down}" in line and "retry_in=" in line for line in lines)
+    assert "Traceback" not in w.log()
+    assert await get(w.health_port, "/healthz") == (200, {"ok": True})  # alive…
+    status, body = await get(w.health_port, "/readyz")
+    assert (status, body) == (503, {"ok": False})  # …but not ready
+    t0 = time.monotonic()
+    w.terminate()
+    assert await w.wait(10) == 0 and time.monotonic() - t0 < 5, w.log()[-3000:]
+    assert "WORKER_STOPPED before Temporal answered" in w.log()

@@ -33,7 +33,7 @@ from imagegen.jobs import JobRepository, create_pool
 from imagegen.migrate import apply_migrations
 from imagegen.redact import register_settings
 from imagegen.settings import Settings
-from imagegen.temporal_connect import connect_temporal
+from imagegen.temporal_connect import ConnectAborted, connect_temporal
 
 log = logging.getLogger("imagegen.bot")
 WEBHOOK_PATH = "/telegram/webhook"
@@ -121,7 +121,10 @@ async def run_bot(
             if runtime is None:
                 runtime = metrics.make_runtime(settings.metrics_port)
                 metrics.install(runtime)
-            temporal = await connect_temporal(settings, runtime=runtime)
+            try:
+                temporal = await connect_temporal(settings, runtime=runtime, stop=stop)
+            except ConnectAborted:
+                return  # SIGTERM before Temporal answered (the finally below logs BOT_STOPPED)
         pool = await create_pool(dsn, **settings.pool_options())
         bot = create_bot(settings.telegram_bot_token.get_secret_value(), settings.telegram_api_base,
                          timeout=settings.telegram_timeout_seconds)
