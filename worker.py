@@ -23,14 +23,14 @@ from imagegen.delivery import create_bot
 from imagegen.health import Readiness, postgres_check, start_internal_server, temporal_check
 from imagegen.jobs import JobRepository, create_pool
 from imagegen.kie import KieClient
-from imagegen import metrics, visibility
+from imagegen import visibility
 from imagegen.logs import setup_logging
 from imagegen.redact import install as install_redaction
 from imagegen.redact import register_settings
 from imagegen.migrate import apply_migrations
 from imagegen.retention import ensure_schedule
 from imagegen.settings import Settings, SettingsError
-from imagegen.temporal_connect import ConnectAborted, connect_temporal
+from imagegen.temporal_connect import connect_process
 from workflows.generation import GenerationWorkflow
 from workflows.retention import RetentionWorkflow
 
@@ -104,12 +104,8 @@ async def run(settings: Settings, *, runtime: Runtime | None = None) -> None:
     health = await start_internal_server(settings.http_host, settings.health_port, readiness)
     try:
         await apply_migrations(dsn)
-        if runtime is None:
-            runtime = metrics.make_runtime(settings.metrics_port)
-            metrics.install(runtime)
-        try:
-            client = await connect_temporal(settings, runtime=runtime, stop=stop)
-        except ConnectAborted:
+        client = await connect_process(settings, runtime=runtime, stop=stop)
+        if client is None:
             log.info("WORKER_STOPPED before Temporal answered")
             return
         await check_search_attributes(client, settings.temporal_namespace)

@@ -18,6 +18,7 @@ import temporalio.runtime
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 
+from imagegen import metrics
 from imagegen.redact import redact
 from imagegen.settings import Settings
 
@@ -104,6 +105,20 @@ async def connect_temporal(
                 except asyncio.TimeoutError:
                     continue
                 raise ConnectAborted(f"stopped before Temporal at {settings.temporal_address} answered") from None
+
+
+async def connect_process(settings: Settings, *, runtime: temporalio.runtime.Runtime | None = None,
+                          stop: asyncio.Event | None = None) -> Client | None:
+    """An entry point's client: with the Prometheus runtime of imagegen.metrics (METRICS_PORT) unless
+    `runtime` is given, retried until Temporal answers; None when `stop` was set first."""
+    if runtime is None:
+        runtime = metrics.make_runtime(settings.metrics_port)
+        metrics.install(runtime)
+    try:
+        return await connect_temporal(settings, runtime=runtime, stop=stop)
+    except ConnectAborted:
+        log.info("TEMPORAL_CONNECT_ABORTED address=%s (stopping)", settings.temporal_address)
+        return None
 
 
 def _describe_request(namespace: str):

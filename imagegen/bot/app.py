@@ -26,14 +26,13 @@ from imagegen.bot.fsm_storage import PostgresStorage
 from imagegen.bot.gate import UpdateGate
 from imagegen.bot.handlers import build_router
 from imagegen.bot.leader import Leadership
-from imagegen import metrics
 from imagegen.delivery import create_bot
 from imagegen.health import Readiness, add_public_routes, postgres_check, start_internal_server, temporal_check
 from imagegen.jobs import JobRepository, create_pool
 from imagegen.migrate import apply_migrations
 from imagegen.redact import register_settings
 from imagegen.settings import Settings
-from imagegen.temporal_connect import ConnectAborted, connect_temporal
+from imagegen.temporal_connect import connect_process
 
 log = logging.getLogger("imagegen.bot")
 WEBHOOK_PATH = "/telegram/webhook"
@@ -118,12 +117,8 @@ async def run_bot(
     try:
         await apply_migrations(dsn)
         if temporal is None:
-            if runtime is None:
-                runtime = metrics.make_runtime(settings.metrics_port)
-                metrics.install(runtime)
-            try:
-                temporal = await connect_temporal(settings, runtime=runtime, stop=stop)
-            except ConnectAborted:
+            temporal = await connect_process(settings, runtime=runtime, stop=stop)
+            if temporal is None:
                 return  # SIGTERM before Temporal answered (the finally below logs BOT_STOPPED)
         pool = await create_pool(dsn, **settings.pool_options())
         bot = create_bot(settings.telegram_bot_token.get_secret_value(), settings.telegram_api_base,
