@@ -40,7 +40,7 @@ def test_default_schedule_follows_kie_advice():
 
 @pytest.mark.parametrize("script", ["worker.py", "bot.py"])
 @pytest.mark.parametrize("drop", ["TELEGRAM_BOT_TOKEN", "DATABASE_URL"])
-def test_entry_point_processes_name_the_missing_setting_in_one_line(script, drop):
+def test_entry_point_processes_name_the_missing_setting_in_one_line(script, drop, tmp_path):
     import os
     import subprocess
     import sys
@@ -50,7 +50,7 @@ def test_entry_point_processes_name_the_missing_setting_in_one_line(script, drop
     env = {k: v for k, v in os.environ.items() if k not in BASE and k != "DATABASE_URL"}
     env.update({**BASE, "DATABASE_URL": "postgresql://u@127.0.0.1:1/db"})
     env.pop(drop)
-    proc = subprocess.run([sys.executable, str(root / script)], cwd=root, env=env, capture_output=True,
+    proc = subprocess.run([sys.executable, str(root / script)], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and drop in lines[0], proc.stderr

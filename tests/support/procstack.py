@@ -249,7 +249,8 @@ class ProcStack:
         log_path = self.workdir / f"{name}.log"
         env = {"HEALTH_PORT": str(free_port()), **env}
         base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")}
-        popen = subprocess.Popen([sys.executable, str(ROOT / f"{kind}.py")], cwd=ROOT, env={**base, **env},
+        # cwd = the workdir: a developer's .env in the checkout must not leak into the processes.
+        popen = subprocess.Popen([sys.executable, str(ROOT / f"{kind}.py")], cwd=self.workdir, env={**base, **env},
                                  stdout=open(log_path, "w"), stderr=subprocess.STDOUT, start_new_session=True)
         proc = Proc(name=name, kind=kind, popen=popen, log_path=log_path, env=env, port=port,
                     health_port=int(env["HEALTH_PORT"]))
