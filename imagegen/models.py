@@ -1,29 +1,117 @@
-"""Image models offered in the bot's menu, as data. Adding a model is adding an entry here."""
+"""The image models the bot offers, as data.
+
+Each entry holds Kie's model id, the button title in both languages, the prompt limit, the aspect
+ratios (and the input field Kie reads them from), extra options asked as their own step (with their
+allowed values and default) and fixed input values. The bot's menus, the prompt and option checks and
+the Kie request body all come from here: adding a model is adding an entry, no handler changes.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+LANGS = ("ru", "en")
+
+
+@dataclass(frozen=True)
+class Option:
+    """An input field the user chooses as an extra step (e.g. Seedream's quality)."""
+
+    name: str  # Kie's input field, also the key in the job's options
+    values: tuple[str, ...]
+    default: str
+    question: dict[str, str]  # the step's question, per language
+    titles: dict[str, dict[str, str]]  # value -> {lang: button title}
+
+    def title(self, value: str, lang: str) -> str:
+        return self.titles.get(value, {}).get(lang, value)
 
 
 @dataclass(frozen=True)
 class ImageModel:
-    key: str  # short key used in callback data (≤ 64 bytes in all)
-    kie_model: str  # Kie.ai model name sent in createTask
-    title: str
-    aspect_ratios: tuple[str, ...]
+    key: str  # short key used in callback data and stored with the job
+    kie_model: str  # Kie.ai model id sent in createTask
+    titles: dict[str, str]  # button title per language
     max_prompt_chars: int
+    aspect_ratios: tuple[str, ...]
+    ratio_field: str = "aspect_ratio"  # the input field Kie reads the ratio from
+    options: tuple[Option, ...] = ()
+    fixed: dict[str, Any] = field(default_factory=dict)  # input values always sent
 
+    def title(self, lang: str) -> str:
+        return self.titles.get(lang) or self.titles["en"]
+
+    def option(self, name: str) -> Option | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    def clean_options(self, chosen: dict[str, str] | None) -> dict[str, str]:
+        """Every option of this model with a valid value: the chosen one, else its default."""
+        chosen = chosen or {}
+        return {o.name: chosen[o.name] if chosen.get(o.name) in o.values else o.default for o in self.options}
+
+    def next_option(self, chosen: dict[str, str]) -> Option | None:
+        """The first option not chosen yet (the next extra step), None when all are."""
+        return next((o for o in self.options if o.name not in chosen), None)
+
+    def kie_input(self, prompt: str, aspect_ratio: str, options: dict[str, str] | None = None) -> dict[str, Any]:
+        """The createTask ``input`` object for this model."""
+        if aspect_ratio not in self.aspect_ratios:
+            raise ValueError(f"{self.key}: aspect ratio {aspect_ratio!r} not allowed")
+        body: dict[str, Any] = {"prompt": prompt, self.ratio_field: aspect_ratio}
+        body.update(self.clean_options(options))
+        body.update(self.fixed)
+        return body
+
+    def kie_request(self, prompt: str, aspect_ratio: str, options: dict[str, str] | None = None,
+                    callback_url: str | None = None) -> dict[str, Any]:
+        """The whole createTask body."""
+        body: dict[str, Any] = {"model": self.kie_model, "input": self.kie_input(prompt, aspect_ratio, options)}
+        if callback_url:
+            body["callBackUrl"] = callback_url
+        return body
+
+
+QUALITY = Option(
+    name="quality",
+    values=("basic", "high"),
+    default="basic",
+    question={"ru": "Выберите качество:", "en": "Choose the quality:"},
+    titles={"basic": {"ru": "Обычное (2K)", "en": "Basic (2K)"},
+            "high": {"ru": "Высокое (4K)", "en": "High (4K)"}},
+)
 
 MODELS: dict[str, ImageModel] = {
-    "zimage": ImageModel(
-        key="zimage",
-        kie_model="z-image",
-        title="Z-Image",
-        aspect_ratios=("1:1", "4:3", "3:4", "16:9", "9:16"),
-        max_prompt_chars=1000,
-    ),
+    m.key: m
+    for m in (
+        ImageModel(
+            key="zimage",
+            kie_model="z-image",
+            titles={"ru": "Z-Image", "en": "Z-Image"},
+            max_prompt_chars=1000,
+            aspect_ratios=("1:1", "4:3", "3:4", "16:9", "9:16"),
+        ),
+        ImageModel(
+            key="seedream45",
+            kie_model="seedream/4.5-text-to-image",
+            titles={"ru": "Seedream 4.5", "en": "Seedream 4.5"},
+            max_prompt_chars=3000,
+            aspect_ratios=("1:1", "4:3", "3:4", "16:9", "9:16", "2:3", "3:2", "21:9"),
+            options=(QUALITY,),
+        ),
+        ImageModel(
+            key="nanobanana",
+            kie_model="google/nano-banana",
+            titles={"ru": "Nano Banana", "en": "Nano Banana"},
+            # Kie allows 5000; one Telegram message carries at most 4096.
+            max_prompt_chars=4096,
+            aspect_ratios=("1:1", "9:16", "16:9", "3:4", "4:3", "3:2", "2:3", "5:4", "4:5", "21:9", "auto"),
+            ratio_field="image_size",  # Kie's google/nano-banana page names the ratio field image_size
+            fixed={"output_format": "png"},
+        ),
+    )
 }
 
 
-def get_model(key: str) -> ImageModel | None:
-    return MODELS.get(key)
+def get_model(key: str | None) -> ImageModel | None:
+    return MODELS.get(key or "")

@@ -1,4 +1,8 @@
-"""In-process simulator of Kie.ai's Market jobs API (model "z-image"), for tests and demos.
+"""In-process simulator of Kie.ai's Market jobs API, for tests and demos.
+
+Models: "z-image", "seedream/4.5-text-to-image", "google/nano-banana", each with its input checked as
+Kie's model page documents it (MODEL_SPECS: required fields, prompt length, enums, booleans; an
+unknown input field is refused too, so a field sent under the wrong name is caught).
 
     async with KieSimulator(api_key="k") as kie:      # binds 127.0.0.1:<random port>
         kie.base_url                                   # "http://127.0.0.1:PORT"
@@ -47,6 +51,61 @@ from aiohttp import ClientSession, ClientTimeout, web
 from .images import make_png
 
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    prompt_max: int
+    ratio_field: str
+    enums: dict[str, tuple[str, ...]]
+    required: tuple[str, ...] = ("prompt",)
+    booleans: tuple[str, ...] = ()
+    defaults: dict[str, str] | None = None
+
+
+# As Kie documents each model's createTask input (docs.kie.ai, the model pages).
+MODEL_SPECS = {
+    "z-image": ModelSpec(prompt_max=1000, ratio_field="aspect_ratio", enums={"aspect_ratio": ASPECT_RATIOS},
+                         booleans=("nsfw_checker",), defaults={"aspect_ratio": "1:1"}),
+    "seedream/4.5-text-to-image": ModelSpec(
+        prompt_max=3000, ratio_field="aspect_ratio",
+        enums={"aspect_ratio": ("1:1", "4:3", "3:4", "16:9", "9:16", "2:3", "3:2", "21:9"),
+               "quality": ("basic", "high")},
+        required=("prompt", "aspect_ratio", "quality"), booleans=("nsfw_checker",)),
+    "google/nano-banana": ModelSpec(
+        prompt_max=5000, ratio_field="image_size",
+        enums={"image_size": ("1:1", "9:16", "16:9", "3:4", "4:3", "3:2", "2:3", "5:4", "4:5", "21:9", "auto"),
+               "output_format": ("png", "jpeg")},
+        defaults={"image_size": "1:1", "output_format": "png"}),
+}
+
+
+def input_problem(model: Any, inp: Any) -> str | None:
+    """Why Kie would refuse this createTask (model, input); None when it is valid."""
+    spec = MODEL_SPECS.get(model) if isinstance(model, str) else None
+    if spec is None:
+        return "The model name you specified is not supported"
+    if not isinstance(inp, dict):
+        return "input is required"
+    for name in spec.required:
+        if inp.get(name) in (None, ""):
+            return f"input.{name} is required"
+    prompt = inp.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return "input.prompt is required"
+    if len(prompt) > spec.prompt_max:
+        return f"input.prompt exceeds the maximum length of {spec.prompt_max} characters"
+    for name, allowed in spec.enums.items():
+        if name in inp and inp[name] not in allowed:
+            return f"input.{name} must be one of {', '.join(allowed)}"
+    for name in spec.booleans:
+        if name in inp and not isinstance(inp[name], bool):
+            return f"input.{name} must be a boolean"
+    known = {"prompt", *spec.enums, *spec.booleans}
+    unknown = sorted(set(inp) - known)
+    if unknown:
+        return f"input.{unknown[0]} is not a parameter of this model"
+    return None
 ERROR_MSGS = {
     401: "You do not have access permissions", 402: "Credits insufficient", 404: "Not found",
     422: "Validation error", 429: "Rate limited: too many requests, please try again later",
@@ -80,6 +139,7 @@ class KieTask:
     callback_shape: str
     seed: int
     state: str = "waiting"
+    model: str = "z-image"
     updated: float = 0.0
     completed: float | None = None
 
@@ -209,7 +269,7 @@ class KieSimulator:
         t = self.tasks[task_id]
         failed = t.state == "fail"
         return {
-            "taskId": t.task_id, "model": "z-image", "state": t.state,
+            "taskId": t.task_id, "model": t.model, "state": t.state,
             "param": json.dumps(t.body), "resultJson": self.result_json(t),
             "failCode": "422" if failed else "", "failMsg": t.fail_msg if failed else "",
             "costTime": int((t.completed - t.created) * 1000) if t.completed else 0,
@@ -266,26 +326,19 @@ class KieSimulator:
         if not isinstance(body, dict):
             return self._error(422, "Invalid JSON body")
         inp = body.get("input")
-        if body.get("model") != "z-image":
-            return self._error(422, "The model name you specified is not supported")
-        if not isinstance(inp, dict):
-            return self._error(422, "input is required")
-        prompt, ratio = inp.get("prompt"), inp.get("aspect_ratio", "1:1")
-        if not isinstance(prompt, str) or not prompt.strip():
-            return self._error(422, "input.prompt is required")
-        if len(prompt) > 1000:
-            return self._error(422, "input.prompt exceeds the maximum length of 1000 characters")
-        if ratio not in ASPECT_RATIOS:
-            return self._error(422, f"input.aspect_ratio must be one of {', '.join(ASPECT_RATIOS)}")
-        if "nsfw_checker" in inp and not isinstance(inp["nsfw_checker"], bool):
-            return self._error(422, "input.nsfw_checker must be a boolean")
+        if (problem := input_problem(body.get("model"), inp)) is not None:
+            return self._error(422, problem)
+        spec = MODEL_SPECS[body["model"]]
+        prompt = inp["prompt"]
+        ratio = inp.get(spec.ratio_field) or (spec.defaults or {}).get(spec.ratio_field, "")
         cb = body.get("callBackUrl")
         if cb is not None and not (isinstance(cb, str) and cb.startswith(("http://", "https://"))):
             return self._error(422, "callBackUrl must be a valid http(s) URL")
 
         self._counter += 1
         now = time.time()
-        task_id = f"task_z-image_{int(now * 1000)}{self._counter:03d}_{secrets.token_hex(3)}"
+        slug = body["model"].replace("/", "-")
+        task_id = f"task_{slug}_{int(now * 1000)}{self._counter:03d}_{secrets.token_hex(3)}"
         task = KieTask(
             task_id=task_id, prompt=prompt, aspect_ratio=ratio, callback_url=cb, body=body, created=now,
             delay=self.delay * (10 if "[slow]" in prompt else 1), fail=self.fail or "[fail]" in prompt,
@@ -293,7 +346,7 @@ class KieSimulator:
             duplicate_callbacks=self.duplicate_callbacks, duplicates_concurrent=self.duplicates_concurrent,
             duplicate_spacing=self.duplicate_spacing, callback_delay=self.callback_delay,
             callback_retries=self.callback_retries, callback_shape=self.callback_shape,
-            seed=self._counter, updated=now,
+            seed=self._counter, updated=now, model=body["model"],
         )
         self.tasks[task_id] = task
         if self.callback_before_create_response:
