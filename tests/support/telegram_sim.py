@@ -6,13 +6,16 @@
 Serves {base}/bot{token}/{method} (GET/POST; multipart, urlencoded or JSON; method names case-insensitive)
 and {base}/file/bot{token}/{path}. Methods: getMe, getUpdates (long poll; a newer concurrent getUpdates
 makes the pending one answer 409), setWebhook/deleteWebhook/getWebhookInfo, setMyCommands, sendChatAction,
-sendMessage, sendPhoto (URL fetched like Telegram does, upload, or file_id), editMessageText,
-editMessageCaption, editMessageReplyMarkup, deleteMessage, answerCallbackQuery, getFile.
+sendMessage, sendPhoto and sendDocument (URL fetched like Telegram does, upload, or file_id),
+editMessageText, editMessageCaption, editMessageReplyMarkup, deleteMessage, answerCallbackQuery, getFile,
+setMyCommands/getMyCommands/deleteMyCommands (one list per scope and language_code).
 
-State: calls (list[Call]), photos (delivered photos), updates (all scripted updates), answered_callbacks,
-chat_actions, deleted_messages, webhook_url, commands, get_updates_calls, get_updates_conflicts, url_fetches.
+State: calls (list[Call]), photos (delivered photos), documents (delivered documents), updates (all scripted updates), answered_callbacks,
+chat_actions, deleted_messages, webhook_url, commands (the default list), command_sets ((scope, language_code)
+-> list), get_updates_calls, get_updates_conflicts, url_fetches.
 Faults: fail_next(method, code, description, retry_after=, times=, hang=), delay_next(method, seconds, times=),
-block_user(chat_id). Scripted user: user_send_text, user_send_command, user_send_photo, user_press_button.
+block_user(chat_id). Users: set_user_language(user_id, code or None: a client that sends none).
+Group chats have negative ids (user_send_text(-100…, text, user_id=…)). Scripted user: user_send_text, user_send_command, user_send_photo, user_press_button.
 Queries: calls_of, messages, last_message, inline_buttons, find_button, wait_for, dump.
 """
 
@@ -86,6 +89,8 @@ class TelegramSimulator:
         self.max_upload_bytes = 10 * 1024 * 1024
         self.calls: list[Call] = []
         self.photos: list[DeliveredPhoto] = []
+        self.documents: list[DeliveredPhoto] = []
+        self.command_sets: dict[tuple[str, str], list[Any]] = {}
         self.updates: list[dict[str, Any]] = []
         self.answered_callbacks: list[dict[str, Any]] = []
         self.chat_actions: list[dict[str, Any]] = []
@@ -111,7 +116,8 @@ class TelegramSimulator:
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
         names = ["getMe", "getUpdates", "setWebhook", "deleteWebhook", "getWebhookInfo", "setMyCommands",
-                 "sendChatAction", "sendMessage", "sendPhoto", "editMessageText", "editMessageCaption",
+                 "sendChatAction", "sendMessage", "sendPhoto", "sendDocument", "getMyCommands", "deleteMyCommands",
+                 "editMessageText", "editMessageCaption",
                  "editMessageReplyMarkup", "deleteMessage", "answerCallbackQuery", "getFile"]
         self._methods = {n.lower(): (n, getattr(self, "_m_" + n)) for n in names}
         self.bot_user = {"id": int(token.split(":")[0]) if token.split(":")[0].isdigit() else 123456,
@@ -241,6 +247,14 @@ class TelegramSimulator:
         return self.users.setdefault(user_id, {"id": user_id, "is_bot": False, "first_name": "Test",
                                                "username": f"user{user_id}", "language_code": "ru"})
 
+    def set_user_language(self, user_id: int, language_code: str | None) -> None:
+        """The user's client language; None: the client sends no language_code (the field is absent)."""
+        user = self._user(user_id)
+        if language_code is None:
+            user.pop("language_code", None)
+        else:
+            user["language_code"] = language_code
+
     def _chat(self, chat_id: int) -> dict[str, Any]:
         if chat_id > 0:
             u = self._user(chat_id)
@@ -254,14 +268,14 @@ class TelegramSimulator:
         mid = max(chat, default=0) + 1
         rec = {"message_id": mid, "chat_id": chat_id, "from_id": from_id, "date": int(time.time()),
                "edit_date": None, "kind": "text", "text": None, "caption": None, "reply_markup": None,
-               "photo": None, "entities": None} | fields
+               "photo": None, "entities": None, "document": None} | fields
         chat[mid] = rec
         return rec
 
     def _message_json(self, rec: dict[str, Any]) -> dict[str, Any]:
         m = {"message_id": rec["message_id"], "date": rec["date"], "chat": self._chat(rec["chat_id"]),
              "from": self.bot_user if rec["from_id"] is None else self._user(rec["from_id"])}
-        for k in ("edit_date", "text", "caption", "photo", "entities"):
+        for k in ("edit_date", "text", "caption", "photo", "entities", "document"):
             if rec[k] is not None:
                 m[k] = rec[k]
         if isinstance(rec["reply_markup"], dict) and "inline_keyboard" in rec["reply_markup"]:
@@ -314,9 +328,49 @@ class TelegramSimulator:
     async def _m_getWebhookInfo(self, p: dict, f: dict) -> Any:
         return {"url": self.webhook_url, "has_custom_certificate": False, "pending_update_count": len(self._queue)}
 
+    @staticmethod
+    def _commands_key(p: dict) -> tuple[str, str]:
+        scope = p.get("scope") or {"type": "default"}
+        if not isinstance(scope, dict) or "type" not in scope:
+            raise _bad("can't parse BotCommandScope")
+        where = scope["type"] + (f":{scope['chat_id']}" if "chat_id" in scope else "")
+        lang = str(p.get("language_code") or "")
+        if lang and (len(lang) != 2 or not lang.isalpha()):
+            raise _bad("invalid language code specified")
+        return where, lang
+
     async def _m_setMyCommands(self, p: dict, f: dict) -> Any:
-        self.commands = p.get("commands", [])
+        commands = p.get("commands")
+        if not isinstance(commands, list) or len(commands) > 100:
+            raise _bad("can't parse commands")
+        for c in commands:
+            name, desc = str(c.get("command", "")), str(c.get("description", ""))
+            if not (1 <= len(name) <= 32 and name.replace("_", "a").isalnum() and name.islower()):
+                raise _bad("BOT_COMMAND_INVALID")
+            if not 1 <= len(desc) <= 256:
+                raise _bad("BOT_COMMAND_DESCRIPTION_INVALID")
+        key = self._commands_key(p)
+        self.command_sets[key] = commands
+        if key == ("default", ""):
+            self.commands = commands
         return True
+
+    async def _m_getMyCommands(self, p: dict, f: dict) -> Any:
+        return self.command_sets.get(self._commands_key(p), [])
+
+    async def _m_deleteMyCommands(self, p: dict, f: dict) -> Any:
+        self.command_sets.pop(self._commands_key(p), None)
+        return True
+
+    def commands_for(self, user_id: int, chat_id: int | None = None) -> list[Any]:
+        """The command menu Telegram would show this user: chat scope, then default scope, each with
+        the user's language first, then without a language."""
+        lang = str(self._user(user_id).get("language_code") or "")[:2]
+        for where in ([f"chat:{chat_id}"] if chat_id is not None else []) + ["default"]:
+            for code in ([lang] if lang else []) + [""]:
+                if (where, code) in self.command_sets:
+                    return self.command_sets[(where, code)]
+        return []
 
     async def _m_sendChatAction(self, p: dict, f: dict) -> Any:
         self.chat_actions.append({"chat_id": self._chat_id(p), "action": p.get("action"), "time": time.time()})
@@ -375,19 +429,20 @@ class TelegramSimulator:
             raise _bad("message is too long")
         return self._message_json(self._new_message(chat_id, None, text=text, reply_markup=self._markup(p)))
 
-    async def _fetch(self, url: str) -> bytes:
+    async def _fetch(self, url: str, any_type: bool = False) -> bytes:
         assert self._session is not None
         try:
             async with self._session.get(url, timeout=ClientTimeout(total=self.url_fetch_timeout)) as resp:
                 self.url_fetches.append((url, resp.status))
                 if resp.status != 200:
                     raise TgError(400, URL_FAILED)
-                if not resp.content_type.startswith("image/"):
+                if not any_type and not resp.content_type.startswith("image/"):
                     raise _bad("wrong type of the web page content")
                 data = b""
+                limit = 20 * 1024 * 1024 if any_type else self.max_url_bytes  # documents by URL: 20 MB
                 async for chunk in resp.content.iter_chunked(65536):
                     data += chunk
-                    if len(data) > self.max_url_bytes:
+                    if len(data) > limit:
                         raise TgError(400, URL_FAILED)
                 return data
         except (ClientError, asyncio.TimeoutError) as e:
@@ -418,6 +473,33 @@ class TelegramSimulator:
         rec = self._new_message(chat_id, None, kind="photo", caption=caption, reply_markup=markup, photo=sizes)
         self.photos.append(DeliveredPhoto(chat_id, source, url, hashlib.sha256(data).hexdigest(), len(data),
                                           caption, rec["message_id"], sizes[-1]["file_id"]))
+        return self._message_json(rec)
+
+    async def _m_sendDocument(self, p: dict, f: dict) -> Any:
+        chat_id, caption, url = self._chat_id(p), p.get("caption"), None
+        if caption and len(caption) > 1024:
+            raise _bad("message caption is too long")
+        markup = self._markup(p)
+        doc = p.get("document")
+        if "document" in f:
+            data, source = f["document"], "upload"
+            if len(data) > 50 * 1024 * 1024:
+                raise _bad("file is too big")
+        elif isinstance(doc, str) and doc.startswith(("http://", "https://")):
+            data, source, url = await self._fetch(doc, any_type=True), "url", doc
+        elif isinstance(doc, str) and doc in self._files:
+            data, source = self._files[doc]["data"], "file_id"
+        elif doc:
+            raise _bad("wrong file identifier/HTTP URL specified")
+        else:
+            raise _bad("there is no document in the request")
+        file_id = self._store_file(data)[0]["file_id"]
+        document = {"file_id": file_id, "file_unique_id": self._files[file_id]["unique"],
+                    "file_name": (url or "file").rsplit("/", 1)[-1] or "file", "file_size": len(data)}
+        rec = self._new_message(chat_id, None, kind="document", caption=caption, reply_markup=markup,
+                                document=document)
+        self.documents.append(DeliveredPhoto(chat_id, source, url, hashlib.sha256(data).hexdigest(), len(data),
+                                             caption, rec["message_id"], file_id))
         return self._message_json(rec)
 
     async def _edit(self, p: dict, field_name: str | None) -> Any:
