@@ -7,6 +7,7 @@ accepted the photo, in the same statement that records the Telegram message id.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,14 +16,15 @@ import asyncpg
 _COLUMNS = (
     "id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, external_task_id, state, "
     "result_urls, error, status_message_id, delivering_at, delivery_owner, delivered_at, "
-    "delivered_message_id, delivery_level, created_at, updated_at"
+    "delivered_message_id, delivery_level, created_at, updated_at, options::text AS options"
 )
 
 _SELECT_JOB = f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1"
 # Idempotent: a job id inserted before returns no row (the caller reads it with _SELECT_JOB).
 _INSERT_JOB = f"""
-    INSERT INTO generation_jobs (id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    INSERT INTO generation_jobs (id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
+                                 options)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)
     ON CONFLICT (id) DO NOTHING
     RETURNING {_COLUMNS}
 """
@@ -82,10 +84,12 @@ class JobRepository:
         prompt: str,
         aspect_ratio: str,
         status_message_id: int | None,
+        options: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Insert the job, or return the existing row when it was inserted before (idempotent)."""
         row = await self.pool.fetchrow(
-            _INSERT_JOB, job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id
+            _INSERT_JOB, job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
+            json.dumps(options or {}),
         )
         if row is None:
             row = await self.pool.fetchrow(_SELECT_JOB, job_id)
@@ -105,6 +109,7 @@ class JobRepository:
         max_active: int,
         max_per_minute: int,
         active_window_seconds: float = 3600.0,
+        options: dict[str, str] | None = None,
     ) -> Admission:
         """Insert the job only if its user is under both limits, atomically per user.
 
@@ -139,7 +144,8 @@ class JobRepository:
                 if active >= max_active:
                     return Admission("too_many_active", active=active, recent=len(waits))
                 row = await conn.fetchrow(
-                    _INSERT_JOB, job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id
+                    _INSERT_JOB, job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
+                    json.dumps(options or {}),
                 )
                 if row is None:  # inserted meanwhile by create_job (only outside the user lock)
                     return Admission("exists", dict(await conn.fetchrow(_SELECT_JOB, job_id)))
@@ -148,6 +154,31 @@ class JobRepository:
     async def get(self, job_id: str) -> dict[str, Any] | None:
         row = await self.pool.fetchrow(_SELECT_JOB, job_id)
         return dict(row) if row else None
+
+    async def get_for_user(self, job_id: str, user_id: int) -> dict[str, Any] | None:
+        """The job when it belongs to this user (a button can only act on its own user's jobs)."""
+        row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1 AND user_id = $2",
+                                       job_id, user_id)
+        return dict(row) if row else None
+
+    async def recent_for_user(self, user_id: int, limit: int = 10) -> list[dict[str, Any]]:
+        """The user's last `limit` jobs, newest first."""
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM generation_jobs WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2",
+            user_id, limit,
+        )
+        return [dict(r) for r in rows]
+
+    async def running_for_user(self, user_id: int, window_seconds: float = 3600.0) -> list[dict[str, Any]]:
+        """The user's jobs that may still be running (what /cancel stops)."""
+        rows = await self.pool.fetch(
+            f"""SELECT {_COLUMNS} FROM generation_jobs
+                 WHERE user_id = $1 AND state = ANY($2::text[]) AND delivered_at IS NULL
+                   AND created_at > now() - make_interval(secs => $3)
+                 ORDER BY created_at""",
+            user_id, list(ACTIVE_STATES), float(window_seconds),
+        )
+        return [dict(r) for r in rows]
 
     async def set_task_id(self, job_id: str, task_id: str) -> None:
         await self.pool.execute(
@@ -242,6 +273,13 @@ class JobRepository:
             """,
             job_id, owner, error,
         )
+
+
+def job_options(job: dict[str, Any]) -> dict[str, str]:
+    """The model options stored with a job row (a JSON object)."""
+    raw = job.get("options")
+    value = json.loads(raw) if isinstance(raw, str) else raw
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 class BoundedPool(asyncpg.Pool):
