@@ -15,7 +15,6 @@ from aiogram.exceptions import TelegramBadRequest
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from imagegen import texts
 from imagegen.callbacks import callback_url
 from imagegen.contracts import (
     CreateTaskInput,
@@ -24,6 +23,7 @@ from imagegen.contracts import (
     FinishInput,
     PollInput,
     PollResult,
+    StatusProgress,
 )
 from imagegen.delivery import (
     PermanentDeliveryError,
@@ -31,7 +31,10 @@ from imagegen.delivery import (
     classify_telegram_error,
     send_result,
 )
+from imagegen.bot.keyboards import result_keyboard
+from imagegen.i18n import t
 from imagegen.jobs import JobRepository
+from imagegen.outcomes import status_text
 from imagegen.kie import ACCOUNT_CODES, KieClient, KieError, parse_kie_state
 from imagegen import metrics
 from imagegen.logs import log_event
@@ -87,6 +90,7 @@ class GenerationActivities:
             prompt=inp.prompt,
             aspect_ratio=inp.aspect_ratio,
             status_message_id=inp.status_message_id,
+            options=model.clean_options(inp.options),
         )
         if job["external_task_id"]:
             return job["external_task_id"]
@@ -97,13 +101,11 @@ class GenerationActivities:
             log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, reused=True)
             return task_id
         try:
-            task_id = await self.kie.create_task(
-                model=model.kie_model,
-                prompt=inp.prompt,
-                aspect_ratio=inp.aspect_ratio,
+            task_id = await self.kie.create_task(model.kie_request(
+                inp.prompt, inp.aspect_ratio, inp.options,
                 callback_url=callback_url(self.settings.public_base_url, self.settings.callback_secret.get_secret_value(),
                                           inp.job_id),
-            )
+            ))
         except KieError as exc:
             log_event(inp.job_id, "JOB_CREATE_FAILED", code=exc.code, retryable=exc.retryable, error=redact(exc.message))
             if not exc.retryable:
@@ -142,7 +144,18 @@ class GenerationActivities:
                   urls=len(urls), **({"error": error} if error else {}))
         if state in ("success", "fail"):
             await self.repo.set_state(inp.job_id, state, error=error or None, result_urls=urls)
+        elif inp.progress is not None:
+            await self._show_progress(inp.job_id, inp.progress)
         return PollResult(state, urls, error)
+
+    async def _show_progress(self, job_id: str, p: StatusProgress) -> None:
+        """"Generating, N s so far" on the status message. Cosmetic: a refusal is only logged."""
+        text = t("status.generating", p.lang, model=MODELS[p.model].title(p.lang), ratio=p.aspect_ratio,
+                 elapsed=p.elapsed)
+        try:
+            await self.bot.edit_message_text(text=text, chat_id=p.chat_id, message_id=p.message_id)
+        except Exception as exc:
+            log_event(job_id, "STATUS_PROGRESS_FAILED", error=redact(f"{type(exc).__name__}: {exc}")[:200])
 
     @activity.defn(name="deliver")
     async def deliver(self, inp: DeliverInput) -> DeliverResult:
@@ -184,8 +197,9 @@ class GenerationActivities:
                         self.bot,
                         inp.chat_id,
                         inp.url,
-                        caption=texts.PHOTO_CAPTION.format(model=model.title, ratio=inp.aspect_ratio),
-                        link_text=texts.RESULT_LINK.format(url=inp.url),
+                        caption=t("caption", inp.lang, model=model.title(inp.lang), ratio=inp.aspect_ratio),
+                        link_text=t("result_link", inp.lang, url=inp.url),
+                        reply_markup=result_keyboard(inp.job_id, inp.lang),
                         corr_id=inp.job_id,
                         max_bytes=self.settings.download_max_bytes,
                         download_timeout=self.settings.download_timeout_seconds,
@@ -257,13 +271,7 @@ class GenerationActivities:
         db_state = {"failed": "fail", "timeout": "timeout", "error": "error", "cancelled": "cancelled"}.get(inp.outcome)
         if db_state:  # every generation ends in a terminal state (delivered/undeliverable are set by deliver)
             await self.repo.set_state(inp.job_id, db_state, error=inp.detail or None)
-        text = {
-            "done": texts.STATUS_DONE,
-            "failed": texts.STATUS_FAILED.format(reason=inp.detail or "неизвестная ошибка"),
-            "timeout": texts.STATUS_TIMEOUT,
-            "error": texts.STATUS_ERROR,
-            "cancelled": texts.STATUS_CANCELLED,
-        }.get(inp.outcome)
+        text = status_text(inp.outcome, inp.detail, inp.lang)  # human; the raw detail stays in logs and the row
         log_event(inp.job_id, "FINISHED", outcome=inp.outcome, **({"detail": inp.detail} if inp.detail else {}))
         if text is None:  # undeliverable: the user cannot be reached
             return

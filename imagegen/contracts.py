@@ -24,6 +24,10 @@ class GenerationInput:
     status_message_id: int | None = None
     # [[until_seconds, interval_seconds], ...]: see imagegen.settings.DEFAULT_POLL_SCHEDULE
     poll_schedule: list[list[float]] = field(default_factory=lambda: [[30, 3], [120, 8], [900, 20]])
+    # The user's language ("ru" | "en") for every text the worker sends; the model's extra options
+    # (e.g. {"quality": "high"}), see imagegen.models. Defaults keep older payloads readable.
+    lang: str = "ru"
+    options: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -42,6 +46,19 @@ class CreateTaskInput:
     prompt: str
     aspect_ratio: str
     status_message_id: int | None
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class StatusProgress:
+    """Show "generating, N s so far" on the user's status message (the workflow asks at most every 10 s)."""
+
+    chat_id: int
+    message_id: int
+    lang: str
+    model: str
+    aspect_ratio: str
+    elapsed: int
 
 
 @dataclass
@@ -50,6 +67,7 @@ class PollInput:
     task_id: str
     tick: int
     reason: str  # "timer" | "callback"
+    progress: StatusProgress | None = None
 
 
 @dataclass
@@ -66,6 +84,7 @@ class DeliverInput:
     url: str
     model: str
     aspect_ratio: str
+    lang: str = "ru"
 
 
 @dataclass
@@ -81,7 +100,8 @@ class FinishInput:
     chat_id: int
     status_message_id: int | None
     outcome: str  # done | failed | timeout | error | undeliverable | cancelled
-    detail: str = ""
+    detail: str = ""  # the raw cause (logs, job row, workflow result); the user gets a human reason
+    lang: str = "ru"
 
 
 @dataclass

@@ -24,7 +24,7 @@ from aiogram.exceptions import (
     TelegramNotFound,
     TelegramRetryAfter,
 )
-from aiogram.types import BufferedInputFile
+from aiogram.types import BufferedInputFile, InlineKeyboardMarkup
 
 from yarl import URL
 
@@ -179,10 +179,11 @@ async def send_result(
     max_bytes: int,
     download_timeout: float,
     allow_private: bool = False,
+    reply_markup: InlineKeyboardMarkup | None = None,
 ) -> DeliveryResult:
     # Level 1: Telegram fetches the URL.
     try:
-        msg = await bot.send_photo(chat_id, photo=url, caption=caption)
+        msg = await bot.send_photo(chat_id, photo=url, caption=caption, reply_markup=reply_markup)
         return DeliveryResult("url", msg.message_id)
     except Exception as exc:
         mapped = classify_telegram_error(exc)
@@ -193,7 +194,8 @@ async def send_result(
     # Level 2: download here, upload the bytes.
     try:
         data = await download_image(url, max_bytes=max_bytes, timeout=download_timeout, allow_private=allow_private)
-        msg = await bot.send_photo(chat_id, photo=BufferedInputFile(data, filename="image.png"), caption=caption)
+        msg = await bot.send_photo(chat_id, photo=BufferedInputFile(data, filename="image.png"), caption=caption,
+                                   reply_markup=reply_markup)
         return DeliveryResult("bytes", msg.message_id)
     except DownloadError as exc:
         log_event(corr_id, "DELIVER_FALLBACK", level="text", reason=f"download: {exc}"[:200])
@@ -205,7 +207,7 @@ async def send_result(
 
     # Level 3: the link as text.
     try:
-        msg = await bot.send_message(chat_id, link_text, disable_web_page_preview=False)
+        msg = await bot.send_message(chat_id, link_text, disable_web_page_preview=False, reply_markup=reply_markup)
         return DeliveryResult("text", msg.message_id)
     except Exception as exc:
         mapped = classify_telegram_error(exc)

@@ -206,11 +206,9 @@ class KieClient:
             raise KieError(effective, _message(body) or f"HTTP {status}", retryable=retryable, http_status=status)
         return body
 
-    async def create_task(self, *, model: str, prompt: str, aspect_ratio: str, callback_url: str | None) -> str:
-        payload: dict[str, Any] = {"model": model, "input": {"prompt": prompt, "aspect_ratio": aspect_ratio}}
-        if callback_url:
-            payload["callBackUrl"] = callback_url
-        body = await self._call("POST", "/api/v1/jobs/createTask", json=payload)
+    async def create_task(self, request: dict[str, Any]) -> str:
+        """createTask with the whole body (``model``, ``input``, ``callBackUrl``): see ImageModel.kie_request."""
+        body = await self._call("POST", "/api/v1/jobs/createTask", json=request)
         task_id = extract_task_id(body)
         if not task_id:
             raise KieError(200, "createTask answered without a taskId", retryable=True, http_status=200)

@@ -41,10 +41,10 @@ async def start_generation(client: Client, inp: GenerationInput, *, task_queue: 
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         execution_timeout=execution_timeout(max_wait),
         search_attributes=visibility.initial_attributes(user_id=inp.user_id, chat_id=inp.chat_id, model=inp.model),
-        static_summary=visibility.static_summary(model_title=model.title, aspect_ratio=inp.aspect_ratio,
+        static_summary=visibility.static_summary(model_title=model.title("en"), aspect_ratio=inp.aspect_ratio,
                                                  user_id=inp.user_id, prompt=inp.prompt),
         static_details=visibility.static_details(
-            job_id=inp.job_id, model_title=model.title, kie_model=model.kie_model, aspect_ratio=inp.aspect_ratio,
+            job_id=inp.job_id, model_title=model.title("en"), kie_model=model.kie_model, aspect_ratio=inp.aspect_ratio,
             user_id=inp.user_id, chat_id=inp.chat_id, prompt=inp.prompt,
             extra={"Poll schedule": ", ".join(f"{i:g}s until {u:g}s" for u, i in inp.poll_schedule)},
         ),

@@ -3,7 +3,7 @@
 import asyncio
 import hashlib
 
-from imagegen import texts
+from imagegen.i18n import t
 
 
 async def run(stack, **kw):
@@ -32,7 +32,7 @@ async def test_bytes_fail_falls_back_to_a_text_link(stack):
     assert len(links) == 1
     row = await stack.repo.get(job_id)
     assert row["delivered_at"] is not None and row["delivered_message_id"] == links[0]["message_id"]
-    assert stack.tg.messages(chat_id)[0]["text"] == texts.STATUS_DONE
+    assert stack.tg.messages(chat_id)[0]["text"] == t("status.done", "ru")
 
 
 async def test_html_instead_of_image_falls_back_to_text(stack):

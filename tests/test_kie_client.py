@@ -2,6 +2,7 @@
 
 import pytest
 
+from imagegen.models import MODELS
 from imagegen.kie import KieClient, KieError, parse_kie_state
 from tests.support.kie_sim import KieSimulator
 from tests.support.services import free_port
@@ -21,11 +22,11 @@ async def client(kie):
 
 
 async def create(client):
-    return await client.create_task(model="z-image", prompt="p", aspect_ratio="1:1", callback_url=None)
+    return await client.create_task(MODELS["zimage"].kie_request("p", "1:1"))
 
 
 async def test_create_and_record_info(kie, client):
-    task_id = await client.create_task(model="z-image", prompt="p", aspect_ratio="4:3", callback_url=None)
+    task_id = await client.create_task(MODELS["zimage"].kie_request("p", "4:3"))
     assert kie.tasks[task_id].aspect_ratio == "4:3"
     await kie.wait_done(task_id)
     state, urls, error = parse_kie_state(await client.record_info(task_id))

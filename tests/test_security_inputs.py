@@ -18,9 +18,10 @@ from aiogram.types import Update
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imagegen import texts
+from imagegen.i18n import t
 from imagegen.bot.app import WEBHOOK_PATH, run_bot
-from imagegen.bot.handlers import build_router, prompt_problem
+from imagegen.bot.handlers import build_router
+from imagegen.bot.prompts import prompt_problem
 from imagegen.delivery import classify_telegram_error
 from imagegen.redact import REDACTED, RedactingFilter, redact, register
 from tests.support.services import free_port
@@ -31,10 +32,10 @@ LIMIT = 1000
 # --------------------------------------------------------------------------- prompts
 
 @pytest.mark.parametrize("prompt,expected", [
-    ("", texts.PROMPT_EMPTY), ("   \n\t ", texts.PROMPT_EMPTY), ("\u3000\u00a0", texts.PROMPT_EMPTY),
-    ("\u200b\u200b\u2060", texts.PROMPT_EMPTY), ("\u200d", texts.PROMPT_EMPTY),
-    ("a\x00b", texts.PROMPT_BAD_CHARS), ("bell\x07", texts.PROMPT_BAD_CHARS), ("esc \x1b[31mred", texts.PROMPT_BAD_CHARS),
-    ("del\x7f", texts.PROMPT_BAD_CHARS), ("c1\x85", texts.PROMPT_BAD_CHARS), ("cr\r\nlf", texts.PROMPT_BAD_CHARS),
+    ("", t("prompt.empty", "ru")), ("   \n\t ", t("prompt.empty", "ru")), ("\u3000\u00a0", t("prompt.empty", "ru")),
+    ("\u200b\u200b\u2060", t("prompt.empty", "ru")), ("\u200d", t("prompt.empty", "ru")),
+    ("a\x00b", t("prompt.bad_chars", "ru")), ("bell\x07", t("prompt.bad_chars", "ru")), ("esc \x1b[31mred", t("prompt.bad_chars", "ru")),
+    ("del\x7f", t("prompt.bad_chars", "ru")), ("c1\x85", t("prompt.bad_chars", "ru")), ("cr\r\nlf", t("prompt.bad_chars", "ru")),
     ("x" * (LIMIT + 1), "Слишком длинный запрос: 1001 символов, максимум 1000"),
     ("  " + "x" * LIMIT + "  ", None), ("line one\nline two\twith tab", None), ("👩‍💻 at work, 🇫🇷", None),
     ("кот в сапогах", None), ("x" * LIMIT, None),
@@ -121,9 +122,9 @@ async def test_buttons_on_inaccessible_or_unknown_menus_get_a_polite_answer(data
     for message in (inaccessible(), msg(text="an old menu")):
         await dp.feed_update(bot, button_update(data, message))  # raises if a handler crashes
     answers = answered(bot)
-    assert len(answers) == 2 and answers[0] == texts.STALE_BUTTON  # the inaccessible menu: always stale
+    assert len(answers) == 2 and answers[0] == t("stale_button", "ru")  # the inaccessible menu: always stale
     # an accessible old menu: choosing the model again is fine, anything else is stale
-    assert answers[1] == (None if data == "model:zimage" else texts.STALE_BUTTON)
+    assert answers[1] == (None if data == "model:zimage" else t("stale_button", "ru"))
     assert not [m for m in bot.sent if isinstance(m, EditMessageText) and m.text.startswith("⏳")]
 
 
@@ -132,9 +133,9 @@ async def test_ratio_of_an_unsupported_size_in_the_right_state_is_stale_not_a_ge
     await dp.feed_update(bot, message_update(text="/start", entities=[{"type": "bot_command", "offset": 0, "length": 6}]))
     await dp.feed_update(bot, button_update("model:zimage"))
     await dp.feed_update(bot, message_update(text="a cat"))
-    assert said(bot)[-1] == texts.ASK_RATIO
+    assert said(bot)[-1] == t("ask_ratio", "ru")
     await dp.feed_update(bot, button_update("ratio:7x7"))
-    assert answered(bot)[-1] == texts.STALE_BUTTON  # and temporal (None) was never touched
+    assert answered(bot)[-1] == t("stale_button", "ru")  # and temporal (None) was never touched
 
 
 @pytest.mark.parametrize("kind", ["sticker", "photo", "voice", "document", "location", "contact"])
@@ -152,11 +153,11 @@ async def test_non_text_where_a_prompt_is_expected_gets_a_hint(kind):
     await dp.feed_update(bot, message_update(text="/start", entities=[{"type": "bot_command", "offset": 0, "length": 6}]))
     await dp.feed_update(bot, button_update("model:zimage"))
     await dp.feed_update(bot, message_update(**payload))
-    assert said(bot)[-1] == texts.NEED_TEXT
+    assert said(bot)[-1] == t("prompt.need_text", "ru")
     await dp.feed_update(bot, message_update(text="a\x00"))
-    assert said(bot)[-1] == texts.PROMPT_BAD_CHARS
+    assert said(bot)[-1] == t("prompt.bad_chars", "ru")
     await dp.feed_update(bot, message_update(text="a fine cat"))
-    assert said(bot)[-1] == texts.ASK_RATIO  # the conversation goes on
+    assert said(bot)[-1] == t("ask_ratio", "ru")  # the conversation goes on
 
 
 async def test_pressing_the_model_button_twice_is_not_an_error(stack):
@@ -210,7 +211,7 @@ async def test_webhook_mode_requires_the_secret_token(stack):
             assert stack.tg.messages(chat) == []  # none of them was processed
             async with s.post(url, json=start(99), headers={"X-Telegram-Bot-Api-Secret-Token": secret}) as resp:
                 assert resp.status == 200
-        await stack.tg.wait_for(lambda: any(m.get("text") == texts.WELCOME for m in stack.tg.messages(chat)))
+        await stack.tg.wait_for(lambda: any(m.get("text") == t("welcome", "ru") for m in stack.tg.messages(chat)))
     finally:
         stop.set()
         await asyncio.wait_for(task, 15)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from imagegen import texts
+from imagegen.i18n import t
 from imagegen.contracts import workflow_id_for
 
 
@@ -119,7 +119,7 @@ async def test_bot_refuses_a_third_concurrent_generation_then_accepts_it(stack):
         await stack.tg.wait_for(lambda: stack.kie.create_calls == i + 1)
     mid, data = await converse(stack, chat, "third")
     stack.tg.user_press_button(chat, mid, data)
-    expected = texts.TOO_MANY_ACTIVE.format(active=2, limit=2)
+    expected = t("limit.active", "ru").format(active=2, limit=2)
     await stack.tg.wait_for(lambda: expected in answers(stack))
     call = [c for c in stack.tg.calls_of("answerCallbackQuery") if c.params.get("text") == expected][0]
     assert str(call.params.get("show_alert")).lower() == "true"

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from imagegen import texts
+from imagegen.i18n import t
 
 
 async def finished(stack, handle, chat_id, timeout=30):
@@ -30,7 +30,7 @@ async def test_callback_path_delivers_one_photo(stack):
     result = await finished(stack, handle, chat_id, timeout=20)
     assert result.outcome == "done"
     assert len(stack.photos_for(chat_id)) == 1
-    assert status_text(stack, chat_id) == texts.STATUS_DONE
+    assert status_text(stack, chat_id) == t("status.done", "ru")
     status = await handle.query("status")
     assert status["callbacks"] >= 1 and status["polls"] == 1  # one recordInfo, woken by the callback
     row = await stack.repo.get(job_id)
@@ -86,10 +86,11 @@ async def test_kie_fail_tells_the_user_and_sends_no_photo(stack):
     result = await finished(stack, handle, chat_id)
     assert result.outcome == "failed"
     assert stack.photos_for(chat_id) == []
-    text = status_text(stack, chat_id)
-    assert text.startswith("❌") and "prohibited" in text
+    # A human reason in the user's language; Kie's raw text only in the result and the job row.
+    assert status_text(stack, chat_id) == t("status.content_refused", "ru")
+    assert "prohibited" in result.detail
     row = await stack.repo.get(job_id)
-    assert row["state"] == "fail" and row["delivered_at"] is None
+    assert row["state"] == "fail" and row["delivered_at"] is None and "prohibited" in row["error"]
 
 
 async def test_generation_that_never_finishes_times_out(stack):
@@ -99,7 +100,7 @@ async def test_generation_that_never_finishes_times_out(stack):
     handle, job_id, chat_id = await stack.start_generation()
     result = await finished(stack, handle, chat_id)
     assert result.outcome == "timeout"
-    assert status_text(stack, chat_id) == texts.STATUS_TIMEOUT
+    assert status_text(stack, chat_id) == t("status.timeout", "ru")
     assert (await stack.repo.get(job_id))["state"] == "timeout"
 
 
@@ -108,7 +109,8 @@ async def test_kie_rejects_task_creation(stack):
     handle, job_id, chat_id = await stack.start_generation()
     result = await finished(stack, handle, chat_id)
     assert result.outcome == "failed"
-    assert status_text(stack, chat_id).startswith("❌ Не удалось")
+    assert status_text(stack, chat_id) == t("status.prompt_invalid", "ru")  # 422: the prompt, in human words
+    assert "422" in result.detail
     assert stack.kie.create_calls == 1
     assert (await stack.repo.get(job_id))["state"] == "fail"
 
@@ -198,7 +200,7 @@ async def test_account_problem_on_record_info_ends_at_once(stack):
     handle, job_id, chat_id = await stack.start_generation()
     result = await finished(stack, handle, chat_id, timeout=15)
     assert result.outcome == "error"  # not a 60 s wait for a timeout
-    assert status_text(stack, chat_id) == texts.STATUS_ERROR
+    assert status_text(stack, chat_id) == t("status.unavailable", "ru")
     assert (await stack.repo.get(job_id))["state"] == "error"
 
 
@@ -215,7 +217,7 @@ async def test_account_problem_on_create_is_an_outage_message_not_a_prompt_probl
     stack.kie.create_errors.append(402)
     handle, job_id, chat_id = await stack.start_generation()
     result = await finished(stack, handle, chat_id)
-    assert result.outcome == "error" and status_text(stack, chat_id) == texts.STATUS_ERROR
+    assert result.outcome == "error" and status_text(stack, chat_id) == t("status.unavailable", "ru")
 
 
 async def test_task_id_is_kept_when_postgres_blips_after_kie_answered(stack, monkeypatch):
@@ -247,6 +249,6 @@ async def test_operator_cancel_tells_the_user_and_records_it(stack):
     await handle.cancel()
     with pytest.raises(WorkflowFailureError):
         await asyncio.wait_for(handle.result(), 20)
-    assert status_text(stack, chat_id) == texts.STATUS_CANCELLED
+    assert status_text(stack, chat_id) == t("status.cancelled", "ru")
     assert (await stack.repo.get(job_id))["state"] == "cancelled"
     assert stack.photos_for(chat_id) == []

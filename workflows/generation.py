@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         GenerationInput,
         GenerationResult,
         PollInput,
+        StatusProgress,
         workflow_id_for,
     )
     from imagegen import metrics, visibility
@@ -54,6 +55,7 @@ DELIVER_HEARTBEAT = timedelta(seconds=15)
 # started before this change replay without them (workflow.patched), new ones record them.
 VISIBILITY_PATCH = "operator-visibility-1"
 STATUS_ICON = {"done": "✅", "failed": "❌", "timeout": "⌛", "error": "❌", "undeliverable": "✖", "cancelled": "🚫"}
+PROGRESS_EVERY = 10.0  # seconds between two "generating" edits of the status message
 FINISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10)
 
 
@@ -96,6 +98,7 @@ class GenerationWorkflow:
         self._delivery_level = ""
         self._next_poll_at: str = ""
         self._visible = False  # search attributes / details / metrics (VISIBILITY_PATCH)
+        self._progress_shown: float | None = None  # elapsed seconds at the last "generating" status edit
 
     @workflow.signal
     def kie_callback(self, signal: CallbackSignal) -> None:
@@ -147,6 +150,17 @@ class GenerationWorkflow:
             lines.append(f"**Last error** {self._last_error}")
         workflow.set_current_details("\n".join(lines))
 
+    def _progress(self, inp: GenerationInput, elapsed: float) -> StatusProgress | None:
+        """Ask the poll to show "generating, N s" on the status message: at the first poll, then at most
+        every PROGRESS_EVERY seconds (data in the poll's input: no extra command in the history)."""
+        if inp.status_message_id is None:
+            return None
+        if self._progress_shown is not None and elapsed - self._progress_shown < PROGRESS_EVERY:
+            return None
+        self._progress_shown = elapsed
+        return StatusProgress(chat_id=inp.chat_id, message_id=inp.status_message_id, lang=inp.lang,
+                              model=inp.model, aspect_ratio=inp.aspect_ratio, elapsed=int(elapsed))
+
     @workflow.run
     async def run(self, inp: GenerationInput) -> GenerationResult:
         self._visible = workflow.patched(VISIBILITY_PATCH)
@@ -175,6 +189,7 @@ class GenerationWorkflow:
                     prompt=inp.prompt,
                     aspect_ratio=inp.aspect_ratio,
                     status_message_id=inp.status_message_id,
+                    options=dict(inp.options),
                 ),
                 start_to_close_timeout=timedelta(seconds=40),
                 retry_policy=CREATE_RETRY,
@@ -212,7 +227,8 @@ class GenerationWorkflow:
             try:
                 result = await workflow.execute_activity_method(
                     GenerationActivities.poll_task,
-                    PollInput(job_id=inp.job_id, task_id=self._task_id, tick=self._polls, reason=reason),
+                    PollInput(job_id=inp.job_id, task_id=self._task_id, tick=self._polls, reason=reason,
+                              progress=self._progress(inp, (workflow.now() - started).total_seconds())),
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=POLL_RETRY,
                     summary=f"recordInfo #{self._polls} ({reason})",
@@ -242,7 +258,8 @@ class GenerationWorkflow:
             delivered = await workflow.execute_activity_method(
                 GenerationActivities.deliver,
                 DeliverInput(
-                    job_id=inp.job_id, chat_id=inp.chat_id, url=urls[0], model=inp.model, aspect_ratio=inp.aspect_ratio
+                    job_id=inp.job_id, chat_id=inp.chat_id, url=urls[0], model=inp.model, aspect_ratio=inp.aspect_ratio,
+                    lang=inp.lang,
                 ),
                 start_to_close_timeout=DELIVER_START_TO_CLOSE,
                 heartbeat_timeout=DELIVER_HEARTBEAT,
@@ -282,6 +299,7 @@ class GenerationWorkflow:
                     status_message_id=inp.status_message_id,
                     outcome=outcome,
                     detail=detail,
+                    lang=inp.lang,
                 ),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=FINISH_RETRY,

@@ -26,6 +26,9 @@ from imagegen.bot.fsm_storage import PostgresStorage
 from imagegen.bot.gate import UpdateGate
 from imagegen.bot.handlers import build_router
 from imagegen.bot.leader import Leadership
+from imagegen.bot.locale import UserLocaleMiddleware
+from imagegen.bot.menu import publish_commands
+from imagegen.bot.serial import PerChatSerializer
 from imagegen.delivery import create_bot
 from imagegen.health import Readiness, add_public_routes, postgres_check, start_internal_server, temporal_check
 from imagegen.jobs import JobRepository, create_pool
@@ -33,6 +36,7 @@ from imagegen.migrate import apply_migrations
 from imagegen.redact import register_settings
 from imagegen.settings import Settings
 from imagegen.temporal_connect import connect_process
+from imagegen.users import UserRepository
 
 log = logging.getLogger("imagegen.bot")
 WEBHOOK_PATH = "/telegram/webhook"
@@ -47,7 +51,11 @@ def build_dispatcher(temporal: Client, settings: Settings, pool: asyncpg.Pool | 
     dp["temporal"] = temporal
     dp["settings"] = settings
     dp["jobs"] = JobRepository(pool) if pool is not None else None
+    dp["users"] = users = UserRepository(pool) if pool is not None else None
+    dp.update.outer_middleware(PerChatSerializer())  # one chat's updates in order
+    UserLocaleMiddleware(users).setup(dp)  # the user's language on every event (data["lang"])
     dp.include_router(build_router())
+    dp.startup.register(publish_commands)  # the translated command menu, when polling starts
     return dp
 
 
@@ -148,6 +156,7 @@ async def run_bot(
                 allowed_updates=dp.resolve_used_update_types(),
             )
             log.info("WEBHOOK_SET path=%s", WEBHOOK_PATH)
+            await publish_commands(bot)
         else:
 
             async def lead() -> None:

@@ -22,11 +22,11 @@ import asyncpg
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError
 
-from imagegen import texts
+from imagegen.i18n import t
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 TERMINAL_STATES = {"delivered", "fail", "timeout", "error", "undeliverable"}
-RESULT_LINK_PREFIX = texts.RESULT_LINK.split("{")[0]
+RESULT_LINK_PREFIX = t("result_link", "ru").split("{")[0]
 ERROR_PREFIXES = ("❌", "⌛")
 SUMMARIES: list[str] = []  # printed at the end of the session (conftest's terminal summary)
 
@@ -228,7 +228,7 @@ def status_texts(tg: Any, gens: list[Gen]) -> Counter:
     out: Counter = Counter()
     for g in gens:
         found = [m.get("text") or "" for m in tg.messages(g.chat_id) if m.get("kind") == "text"]
-        if texts.STATUS_DONE in found:
+        if t("status.done", "ru") in found:
             out["done"] += 1
         else:
             out[next((t[:1] for t in found if t.startswith(ERROR_PREFIXES)), "-")] += 1

@@ -565,12 +565,13 @@ class TelegramSimulator:
             self._poller["event"].set()
         return self._update_id
 
-    def user_send_text(self, chat_id: int, text: str, user_id: int | None = None) -> int:
-        """Queue a message update from the user; returns its update_id."""
+    def user_send_text(self, chat_id: int, text: str, user_id: int | None = None, date: int | None = None) -> int:
+        """Queue a message update from the user (sent at `date`, Unix seconds, default now); returns its update_id."""
         entities = None
         if text.startswith("/"):
             entities = [{"type": "bot_command", "offset": 0, "length": len(text.split()[0])}]
-        rec = self._new_message(chat_id, user_id or chat_id, text=text, entities=entities)
+        rec = self._new_message(chat_id, user_id or chat_id, text=text, entities=entities,
+                                date=int(time.time()) if date is None else date)
         return self._push("message", self._message_json(rec))
 
     def user_send_command(self, chat_id: int, command: str = "/start", user_id: int | None = None) -> int:
