@@ -6,27 +6,11 @@ import time
 import pytest
 
 from imagegen.i18n import t
+from tests.support.chat import button as _button, press, texts_in
 
 pytestmark = pytest.mark.e2e
 
 CHAT = 700_001
-
-
-async def press(stack, chat, label):
-    message_id, data = await stack.tg.wait_for(lambda: _button(stack, chat, label))
-    stack.tg.user_press_button(chat, message_id, data)
-    return message_id, data
-
-
-def _button(stack, chat, label):
-    try:
-        return stack.tg.find_button(chat, label)
-    except (LookupError, ValueError):
-        return None
-
-
-def texts_in(stack, chat):
-    return [m.get("text") or "" for m in stack.tg.messages(chat)]
 
 
 async def converse_until_ratio(stack, chat, prompt):

@@ -28,7 +28,7 @@ from imagegen.bot.handlers import build_router
 from imagegen.bot.leader import Leadership
 from imagegen.bot.locale import UserLocaleMiddleware
 from imagegen.bot.menu import publish_commands
-from imagegen.bot.serial import PerChatSerializer
+from imagegen.bot.serial import PerKeyIsolation
 from imagegen.delivery import create_bot
 from imagegen.health import Readiness, add_public_routes, postgres_check, start_internal_server, temporal_check
 from imagegen.jobs import JobRepository, create_pool
@@ -47,12 +47,12 @@ DRAIN_SECONDS = 15.0
 
 def build_dispatcher(temporal: Client, settings: Settings, pool: asyncpg.Pool | None = None) -> Dispatcher:
     """The dispatcher; with a pool, conversation state lives in Postgres (shared by all bot processes)."""
-    dp = Dispatcher(storage=PostgresStorage(pool) if pool is not None else MemoryStorage())
+    dp = Dispatcher(storage=PostgresStorage(pool) if pool is not None else MemoryStorage(),
+                    events_isolation=PerKeyIsolation())  # one user's updates in order
     dp["temporal"] = temporal
     dp["settings"] = settings
     dp["jobs"] = JobRepository(pool) if pool is not None else None
     dp["users"] = users = UserRepository(pool) if pool is not None else None
-    dp.update.outer_middleware(PerChatSerializer())  # one chat's updates in order
     UserLocaleMiddleware(users).setup(dp)  # the user's language on every event (data["lang"])
     dp.include_router(build_router())
     dp.startup.register(publish_commands)  # the translated command menu, when polling starts

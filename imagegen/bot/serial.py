@@ -1,34 +1,36 @@
-"""Updates of one chat are handled one after another (in the order Telegram sent them).
+"""Updates of one user in one chat are handled one after another, in the order Telegram sent them.
 
-aiogram handles the updates of a getUpdates batch concurrently; two messages of one chat (a long text
-split by the client, a double press) would then race on the conversation state. Chats stay concurrent
-with each other."""
+aiogram handles the updates of a getUpdates batch concurrently; two messages of one user (a long text
+split by the client, a tap right after a message) would otherwise race on the conversation state.
+aiogram's FSM middleware takes this lock before it loads the state. Unlike aiogram's
+SimpleEventIsolation, a key's lock is dropped when nobody holds or waits for it."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
 
-from aiogram import BaseMiddleware
-from aiogram.types import Chat
+from aiogram.fsm.storage.base import BaseEventIsolation, StorageKey
 
 
-class PerChatSerializer(BaseMiddleware):
+class PerKeyIsolation(BaseEventIsolation):
     def __init__(self) -> None:
-        self._locks: dict[int, asyncio.Lock] = {}
-        self._users: dict[int, int] = {}
+        self._locks: dict[StorageKey, tuple[asyncio.Lock, int]] = {}
 
-    async def __call__(self, handler, event, data: dict[str, Any]) -> Any:
-        chat: Chat | None = data.get("event_chat")
-        if chat is None:
-            return await handler(event, data)
-        lock = self._locks.setdefault(chat.id, asyncio.Lock())
-        self._users[chat.id] = self._users.get(chat.id, 0) + 1
+    @asynccontextmanager
+    async def lock(self, key: StorageKey) -> AsyncGenerator[None, None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
         try:
             async with lock:
-                return await handler(event, data)
+                yield
         finally:
-            self._users[chat.id] -= 1
-            if not self._users[chat.id]:  # nobody waits: forget the chat
-                del self._users[chat.id]
-                self._locks.pop(chat.id, None)
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    async def close(self) -> None:
+        self._locks.clear()
