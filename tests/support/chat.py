@@ -46,3 +46,14 @@ def said(stack, chat: int) -> list[str]:
     return [c.params.get("text") or c.params.get("caption") or "" for c in stack.tg.calls
             if c.method in ("sendMessage", "editMessageText", "sendPhoto", "sendDocument") and c.status == 200
             and str(c.params.get("chat_id")) == str(chat)]
+
+
+async def press_and_wait(stack, chat: int, label: str, shows: str, timeout: float = 10.0) -> int:
+    """Press the newest button `label`, then wait until that message shows a text starting with `shows`."""
+    message_id, _ = await press(stack, chat, label, timeout)
+
+    def shown():
+        rec = next((m for m in stack.tg.messages(chat) if m["message_id"] == message_id), None)
+        return rec is not None and (rec.get("text") or "").startswith(shows)
+    await stack.tg.wait_for(shown, timeout=timeout)
+    return message_id
