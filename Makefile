@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast test-faults install run-worker run-bot clean
+.PHONY: demo test test-fast test-faults install run-worker run-bot clean locales
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -29,6 +29,10 @@ test-fast: $(STAMP)
 ## The fault matrix only (issue #3): every race and fault, N generations each; see docs/reliability.md.
 test-faults: $(STAMP)
 	$(PY) -m pytest -q -m faults
+
+## Compile the catalogues (imagegen/locales/*/LC_MESSAGES/messages.po → .mo; the .mo files are committed).
+locales: $(STAMP)
+	$(VENV)/bin/pybabel compile -d imagegen/locales -D messages
 
 run-worker: $(STAMP)
 	$(PY) worker.py
