@@ -7,16 +7,13 @@ import pytest
 
 from imagegen.i18n import t
 from imagegen.outcomes import reason_key
-from tests.support.chat import answers, button, later, press, said, wait_text
+from tests.support.chat import begin, answers, button, later, press, said, wait_text
 
 pytestmark = pytest.mark.e2e
 
 
 async def at_prompt_step(stack, chat, model="Z-Image", lang="ru"):
-    stack.tg.set_user_language(chat, lang)
-    await stack.start_bot()
-    stack.tg.user_send_command(chat, "/start")
-    await press(stack, chat, model)
+    await begin(stack, chat, model, lang)
     await wait_text(stack, chat, t("ask_prompt", lang, model=model, limit=1000 if model == "Z-Image" else 4096))
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from imagegen.i18n import t
 from imagegen.models import MODELS
-from tests.support.chat import button, later, press, press_and_wait, said, wait_text
+from tests.support.chat import begin, button, later, press, press_and_wait, said, wait_text
 from tests.support.kie_sim import input_problem
 
 
@@ -57,9 +57,7 @@ def ratio_buttons(stack, chat):
 @pytest.mark.e2e
 async def test_z_image_body(stack):
     chat = 720_001
-    await stack.start_bot()
-    stack.tg.user_send_command(chat, "/start")
-    await press(stack, chat, "Z-Image")
+    await begin(stack, chat, "Z-Image")
     stack.tg.user_send_text(chat, "a red fox")
     await stack.tg.wait_for(lambda: button(stack, chat, "4:3"))
     assert ratio_buttons(stack, chat) == ["1:1", "4:3", "3:4", "16:9", "9:16", t("button.back", "ru")]
@@ -103,9 +101,7 @@ async def test_seedream_asks_the_quality_and_every_step_goes_back(stack):
 @pytest.mark.e2e
 async def test_nano_banana_takes_a_full_message_and_sends_its_own_fields(stack):
     chat = 720_003
-    await stack.start_bot()
-    stack.tg.user_send_command(chat, "/start")
-    await press(stack, chat, "Nano Banana")
+    await begin(stack, chat, "Nano Banana")
     await wait_text(stack, chat, "до 4096 символов")
     prompt = ("a banana " * 500)[:4096]
     stack.tg.user_send_text(chat, prompt)

@@ -7,16 +7,13 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from imagegen.i18n import t
-from tests.support.chat import button, later, press, said, wait_text
+from tests.support.chat import begin, button, later, press, said, wait_text
 
 pytestmark = pytest.mark.e2e
 
 
 async def first_picture(stack, chat, prompt="a lighthouse", ratio="16:9", lang="ru"):
-    stack.tg.set_user_language(chat, lang)
-    await stack.start_bot()
-    stack.tg.user_send_command(chat, "/start")
-    await press(stack, chat, "Z-Image")
+    await begin(stack, chat, "Z-Image", lang)
     stack.tg.user_send_text(chat, prompt)
     await press(stack, chat, ratio)
     await stack.tg.wait_for(lambda: stack.photos_for(chat), timeout=20)

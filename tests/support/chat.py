@@ -5,6 +5,14 @@ from __future__ import annotations
 import time
 
 
+async def begin(stack, chat: int, model: str, lang: str | None = "ru") -> None:
+    """A user whose client speaks `lang` (None: sends no language_code) starts the bot and picks `model`."""
+    stack.tg.set_user_language(chat, lang)
+    await stack.start_bot()
+    stack.tg.user_send_command(chat, "/start")
+    await press(stack, chat, model)
+
+
 def button(stack, chat: int, label: str):
     """(message_id, callback_data) of the newest button whose text contains `label`, else None."""
     try:

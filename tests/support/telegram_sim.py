@@ -449,24 +449,28 @@ class TelegramSimulator:
             self.url_fetches.append((url, f"{type(e).__name__}: {e}"))
             raise TgError(400, URL_FAILED) from None
 
+    async def _media(self, p: dict, f: dict, field_name: str, max_upload: int) -> tuple[bytes, str, str | None]:
+        """The file of sendPhoto/sendDocument: uploaded, by URL (fetched like Telegram does) or by file_id.
+        Returns (bytes, source, url)."""
+        value = p.get(field_name)
+        if field_name in f:
+            if len(f[field_name]) > max_upload:
+                raise _bad("file is too big")
+            return f[field_name], "upload", None
+        if isinstance(value, str) and value.startswith(("http://", "https://")):
+            return await self._fetch(value, any_type=field_name == "document"), "url", value
+        if isinstance(value, str) and value in self._files:
+            return self._files[value]["data"], "file_id", None
+        if value:
+            raise _bad("wrong file identifier/HTTP URL specified")
+        raise _bad(f"there is no {field_name} in the request")
+
     async def _m_sendPhoto(self, p: dict, f: dict) -> Any:
-        chat_id, caption, url = self._chat_id(p), p.get("caption"), None
+        chat_id, caption = self._chat_id(p), p.get("caption")
         if caption and len(caption) > 1024:
             raise _bad("message caption is too long")
         markup = self._markup(p)
-        photo = p.get("photo")
-        if "photo" in f:
-            data, source = f["photo"], "upload"
-            if len(data) > self.max_upload_bytes:
-                raise _bad("file is too big")
-        elif isinstance(photo, str) and photo.startswith(("http://", "https://")):
-            data, source, url = await self._fetch(photo), "url", photo
-        elif isinstance(photo, str) and photo in self._files:
-            data, source = self._files[photo]["data"], "file_id"
-        elif photo:
-            raise _bad("wrong file identifier/HTTP URL specified")
-        else:
-            raise _bad("there is no photo in the request")
+        data, source, url = await self._media(p, f, "photo", self.max_upload_bytes)
         if not is_image(data):
             raise _bad("IMAGE_PROCESS_FAILED")
         sizes = self._store_file(data)
@@ -476,23 +480,11 @@ class TelegramSimulator:
         return self._message_json(rec)
 
     async def _m_sendDocument(self, p: dict, f: dict) -> Any:
-        chat_id, caption, url = self._chat_id(p), p.get("caption"), None
+        chat_id, caption = self._chat_id(p), p.get("caption")
         if caption and len(caption) > 1024:
             raise _bad("message caption is too long")
         markup = self._markup(p)
-        doc = p.get("document")
-        if "document" in f:
-            data, source = f["document"], "upload"
-            if len(data) > 50 * 1024 * 1024:
-                raise _bad("file is too big")
-        elif isinstance(doc, str) and doc.startswith(("http://", "https://")):
-            data, source, url = await self._fetch(doc, any_type=True), "url", doc
-        elif isinstance(doc, str) and doc in self._files:
-            data, source = self._files[doc]["data"], "file_id"
-        elif doc:
-            raise _bad("wrong file identifier/HTTP URL specified")
-        else:
-            raise _bad("there is no document in the request")
+        data, source, url = await self._media(p, f, "document", 50 * 1024 * 1024)
         file_id = self._store_file(data)[0]["file_id"]
         document = {"file_id": file_id, "file_unique_id": self._files[file_id]["unique"],
                     "file_name": (url or "file").rsplit("/", 1)[-1] or "file", "file_size": len(data)}
