@@ -17,7 +17,7 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowExecutionStatus
 from aiohttp import web
 
-from imagegen import texts
+from imagegen.i18n import t
 from tests.faults.sims import FaultKie, FaultTelegram
 from tests.support.services import temporal_cli
 
@@ -148,10 +148,10 @@ async def assert_cancelled_cleanly(s, handle, job_id, chat_id) -> None:
     assert desc.status == WorkflowExecutionStatus.CANCELED
     await asyncio.sleep(1.0)  # anything still in flight would land now
     assert s.photos_for(chat_id) == []
-    told = [c for c in s.tg.calls if c.params.get("text") == texts.STATUS_CANCELLED
+    told = [c for c in s.tg.calls if c.params.get("text") == t("status.cancelled", "ru")
             and str(c.params.get("chat_id")) == str(chat_id)]
     assert len(told) == 1, s.tg.dump()
-    assert s.tg.messages(chat_id)[0]["text"] == texts.STATUS_CANCELLED
+    assert s.tg.messages(chat_id)[0]["text"] == t("status.cancelled", "ru")
     assert (await s.repo.get(job_id))["state"] == "cancelled"
     assert (await handle.query("status"))["state"] == "cancelled"
     await wait_state(s.client, handle.id, "cancelled")
