@@ -296,6 +296,43 @@ async def test_tg_send_photo_by_url_and_upload(http, kie, tg, bot):
     assert len(tg.photos) == 2 and [m["kind"] for m in tg.messages(CHAT)] == ["photo", "photo"]
 
 
+async def test_tg_send_document_by_url_upload_and_file_id(http, kie, tg, bot):
+    async with http.post(f"{kie.base_url}/api/v1/jobs/createTask", headers={"Authorization": f"Bearer {KEY}"},
+                         json={"model": "z-image", "input": {"prompt": "p", "aspect_ratio": "1:1"}}) as resp:
+        task_id = (await resp.json())["data"]["taskId"]
+    await kie.wait_done(task_id)
+    url = f"{kie.base_url}/files/{task_id}.png"
+    by_url = await bot.send_document(CHAT, document=url, caption="orig")
+    assert by_url.document is not None and by_url.caption == "orig"
+    assert tg.documents[0].sha256 == hashlib.sha256(kie.image_bytes(task_id)).hexdigest()
+    await bot.send_document(CHAT, document=BufferedInputFile(b"any bytes", filename="a.bin"))
+    await bot.send_document(CHAT, document=by_url.document.file_id)
+    assert [d.source for d in tg.documents] == ["url", "upload", "file_id"]
+    kie.file_mode = "404"
+    with pytest.raises(TelegramBadRequest, match="failed to get HTTP URL content"):
+        await bot.send_document(CHAT, document=url)
+
+
+async def test_tg_commands_per_scope_and_language(tg, bot):
+    from aiogram.types import BotCommand, BotCommandScopeChat
+    await bot.set_my_commands([BotCommand(command="start", description="New")])
+    await bot.set_my_commands([BotCommand(command="start", description="Новая")], language_code="ru")
+    await bot.set_my_commands([BotCommand(command="start", description="Chat")], scope=BotCommandScopeChat(chat_id=CHAT))
+    assert [c.description for c in await bot.get_my_commands(language_code="ru")] == ["Новая"]
+    tg.set_user_language(CHAT + 1, "ru")
+    tg.set_user_language(CHAT + 2, "de")
+    tg.set_user_language(CHAT + 3, None)
+    assert tg.commands_for(CHAT + 1)[0]["description"] == "Новая"
+    assert tg.commands_for(CHAT + 2)[0]["description"] == "New"
+    assert tg.commands_for(CHAT + 3)[0]["description"] == "New"
+    assert tg.commands_for(CHAT, CHAT)[0]["description"] == "Chat"
+    with pytest.raises(TelegramBadRequest, match="BOT_COMMAND_INVALID"):
+        await bot.set_my_commands([BotCommand(command="Start!", description="x")])
+    with pytest.raises(TelegramBadRequest, match="invalid language code"):
+        await bot.set_my_commands([BotCommand(command="start", description="x")], language_code="rus")
+    assert "language_code" not in tg._user(CHAT + 3)
+
+
 async def test_tg_fault_injection(tg, bot):
     tg.fail_next("sendMessage", 429, "Too Many Requests: retry after 3", retry_after=3)
     with pytest.raises(TelegramRetryAfter) as exc:
