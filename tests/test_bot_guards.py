@@ -125,3 +125,22 @@ async def test_refusals_are_told_in_human_words_in_the_users_language(stack):
 ])
 def test_reason_for_every_outcome(outcome, detail, key):
     assert reason_key(outcome, detail) == key
+
+
+async def test_buttons_never_act_on_another_users_generation(stack):
+    owner, other = 740_007, 740_008
+    await at_prompt_step(stack, owner)
+    stack.tg.user_send_text(owner, "mine")
+    await press(stack, owner, "1:1")
+    await stack.tg.wait_for(lambda: stack.photos_for(owner), timeout=20)
+    job_id = await stack.pool.fetchval("SELECT id FROM generation_jobs WHERE user_id = $1", owner)
+    stack.tg.user_send_command(other, "/help")
+    await wait_text(stack, other, "Я рисую картинки")
+    menu = stack.tg.messages(other)[-1]["message_id"]
+    before = len(answers(stack))
+    for action in ("again", "prompt", "ratio", "orig"):
+        stack.tg.user_press_button(other, menu, f"res:{action}:{job_id}")
+    stack.tg.user_press_button(other, menu, f"hist:{job_id}")
+    await stack.tg.wait_for(lambda: len(answers(stack)) == before + 5)
+    assert answers(stack)[before:] == [t("stale_button", "ru")] * 4 + [t("resend.missing", "ru")]
+    assert len(stack.kie.tasks) == 1 and stack.tg.documents == [] and len(stack.tg.photos) == 1
