@@ -2,7 +2,8 @@
 
 Each entry holds Kie's model id, the button title in both languages, the prompt limit, the aspect
 ratios (and the input field Kie reads them from), extra options asked as their own step (with their
-allowed values and default) and fixed input values. The bot's menus, the prompt and option checks and
+allowed values and default; their question and value titles are catalogue texts) and fixed input
+values. The bot's menus, the prompt and option checks and
 the Kie request body all come from here: adding a model is adding an entry, no handler changes.
 """
 
@@ -16,16 +17,12 @@ LANGS = ("ru", "en")
 
 @dataclass(frozen=True)
 class Option:
-    """An input field the user chooses as an extra step (e.g. Seedream's quality)."""
+    """An input field the user chooses as an extra step (e.g. Seedream's quality). Its question and
+    value titles are in the catalogues: ``option.<name>`` and ``option.<name>.<value>``."""
 
     name: str  # Kie's input field, also the key in the job's options
     values: tuple[str, ...]
     default: str
-    question: dict[str, str]  # the step's question, per language
-    titles: dict[str, dict[str, str]]  # value -> {lang: button title}
-
-    def title(self, value: str, lang: str) -> str:
-        return self.titles.get(value, {}).get(lang, value)
 
 
 @dataclass(frozen=True)
@@ -72,14 +69,7 @@ class ImageModel:
         return body
 
 
-QUALITY = Option(
-    name="quality",
-    values=("basic", "high"),
-    default="basic",
-    question={"ru": "Выберите качество:", "en": "Choose the quality:"},
-    titles={"basic": {"ru": "Обычное (2K)", "en": "Basic (2K)"},
-            "high": {"ru": "Высокое (4K)", "en": "High (4K)"}},
-)
+QUALITY = Option(name="quality", values=("basic", "high"), default="basic")
 
 MODELS: dict[str, ImageModel] = {
     m.key: m

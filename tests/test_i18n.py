@@ -74,3 +74,13 @@ def test_translation_in_each_language():
     assert t("status.done", "en") == "✅ Generation complete"
     assert t("caption", "en", model="Z-Image", ratio="1:1") == "🖼 Z-Image · 1:1"
     assert t("status.done", "xx") == t("status.done", "ru")  # unknown → Russian
+
+
+def test_every_model_option_has_its_question_and_value_titles():
+    from imagegen.models import MODELS
+
+    keys = set(catalogue("ru"))
+    for model in MODELS.values():
+        for option in model.options:
+            assert f"option.{option.name}" in keys
+            assert {f"option.{option.name}.{v}" for v in option.values} <= keys

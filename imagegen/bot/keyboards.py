@@ -40,7 +40,8 @@ def back_keyboard(lang: str, to: str) -> InlineKeyboardMarkup:
 
 
 def option_keyboard(option: Option, lang: str, back_to: str) -> InlineKeyboardMarkup:
-    buttons = [InlineKeyboardButton(text=option.title(v, lang), callback_data=OptionChoice(name=option.name, value=v).pack())
+    buttons = [InlineKeyboardButton(text=t(f"option.{option.name}.{v}", lang),
+                                    callback_data=OptionChoice(name=option.name, value=v).pack())
                for v in option.values]
     return InlineKeyboardMarkup(inline_keyboard=[*_rows(buttons, 2), _back(lang, back_to)])
 

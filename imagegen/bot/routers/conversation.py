@@ -40,7 +40,7 @@ async def _next_step(state: FSMContext, model: ImageModel, options: dict[str, st
     if option is not None:
         await state.set_state(Flow.choosing_option)
         back_to = "options" if options else "prompt"
-        return option.question.get(lang) or option.question["en"], {"reply_markup": option_keyboard(option, lang, back_to)}
+        return t(f"option.{option.name}", lang), {"reply_markup": option_keyboard(option, lang, back_to)}
     await state.set_state(Flow.choosing_ratio)
     return t("ask_ratio", lang), {"reply_markup": ratios_keyboard(model, lang)}
 
