@@ -52,11 +52,11 @@ class FaultTelegram(TelegramSimulator):
         self.photo_latency: tuple[float, float] | None = None
         self.sending = 0
 
-    async def _fetch(self, url: str) -> bytes:
+    async def _fetch(self, url: str, any_type: bool = False) -> bytes:
         if self.url_fetch_fails:
             self.url_fetches.append((url, "refused by the fault knob"))
             raise TgError(400, URL_FAILED)
-        return await super()._fetch(url)
+        return await super()._fetch(url, any_type)
 
     async def _m_sendPhoto(self, p: dict, f: dict) -> Any:
         self.sending += 1
