@@ -10,8 +10,9 @@ import asyncio
 import logging
 import signal
 import sys
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
+from typing import Sequence
 
 from temporalio.client import Client
 from temporalio.runtime import Runtime
@@ -23,7 +24,7 @@ from imagegen.delivery import create_bot
 from imagegen.health import Readiness, postgres_check, start_internal_server, temporal_check
 from imagegen.jobs import JobRepository, create_pool
 from imagegen.kie import KieClient
-from imagegen import visibility
+from imagegen import ratelimits, visibility
 from imagegen.logs import setup_logging
 from imagegen.redact import install as install_redaction
 from imagegen.redact import register_settings
@@ -74,22 +75,49 @@ async def check_search_attributes(client: Client, namespace: str) -> None:
             "(register them: README, 'Search attributes')")
 
 
-def build_worker(client: Client, task_queue: str, acts: GenerationActivities) -> Worker:
-    """The generation workflow and activities plus the retention purge, on one task queue."""
+def build_workers(client: Client, task_queue: str, acts: GenerationActivities,
+                  workflows: Sequence[type] = (GenerationWorkflow, RetentionWorkflow)) -> list[Worker]:
+    """One Worker per task queue, all in this process: the workflow queue (the generation and
+    retention workflows, the retention purge), then one rate-limited activity queue per kind of
+    external call (imagegen/ratelimits.py). The server enforces each queue's rate for all worker
+    processes together; every worker must be given the same limits."""
+    concurrency = acts.settings.worker_max_concurrent_activities
+    limits = {ratelimits.KIE_CREATE: acts.settings.kie_create_limit,
+              ratelimits.KIE_INFO: acts.settings.kie_record_info_limit,
+              ratelimits.TELEGRAM: acts.settings.telegram_send_limit}
+    # The workflow queue also runs every generation activity: ones scheduled there before the
+    # queues were split (running workflows replay fine: the task queue is not part of determinism).
+    workers = [make_worker(client, task_queue, acts.all() + RetentionActivities(acts.repo.pool).all(),
+                           concurrency, workflows=list(workflows))]
+    for kind, limit in limits.items():
+        workers.append(make_worker(client, ratelimits.queue_name(task_queue, kind), acts.for_queue(kind),
+                                   concurrency, max_task_queue_activities_per_second=limit.queue_rate))
+    return workers
+
+
+def make_worker(client: Client, task_queue: str, activities: list, max_concurrent_activities: int = 50,
+                **options) -> Worker:
+    """A Worker with this project's settings (also the benchmark floor's: tests/bench/floor.py)."""
     return Worker(
         client,
         task_queue=task_queue,
-        workflows=[GenerationWorkflow, RetentionWorkflow],
-        activities=acts.all() + RetentionActivities(acts.repo.pool).all(),
+        activities=activities,
         # Each activity holds a pooled connection for one statement at a time, so 50 activities
         # share DB_POOL_SIZE connections (docs/reliability.md, "Pools and concurrency").
-        max_concurrent_activities=acts.settings.worker_max_concurrent_activities,
+        max_concurrent_activities=max_concurrent_activities,
         # Heartbeats reach the server at least every 2 s, so a cancel (UI, CLI, /cancel) reaches a
         # running delivery within seconds instead of the default 0.8 × heartbeat timeout.
         max_heartbeat_throttle_interval=timedelta(seconds=2),
         default_heartbeat_throttle_interval=timedelta(seconds=2),
         graceful_shutdown_timeout=timedelta(seconds=GRACEFUL_SHUTDOWN_SECONDS),
+        **options,
     )
+
+
+def _limits_text(settings: Settings) -> str:
+    return ",".join(f"{name}:{limit}@{limit.queue_rate or 'unlimited'}/s" for name, limit in (
+        ("kie-create", settings.kie_create_limit), ("kie-info", settings.kie_record_info_limit),
+        ("telegram", settings.telegram_send_limit)))
 
 
 async def run(settings: Settings, *, runtime: Runtime | None = None) -> None:
@@ -112,10 +140,12 @@ async def run(settings: Settings, *, runtime: Runtime | None = None) -> None:
         async with activity_resources(settings, dsn) as acts:
             readiness.checks.update(postgres=postgres_check(acts.repo.pool), temporal=temporal_check(client))
             await ensure_schedule(client, settings.temporal_task_queue, settings.retention_days)
-            worker = build_worker(client, settings.temporal_task_queue, acts)
-            log.info("WORKER_STARTED task_queue=%s temporal=%s", settings.temporal_task_queue,
-                     settings.temporal_address)
-            async with worker:
+            workers = build_workers(client, settings.temporal_task_queue, acts)
+            async with AsyncExitStack() as running:
+                for worker in workers:
+                    await running.enter_async_context(worker)
+                log.info("WORKER_STARTED task_queue=%s temporal=%s limits=%s", settings.temporal_task_queue,
+                         settings.temporal_address, _limits_text(settings))
                 await stop.wait()
                 readiness.draining = True
                 log.info("WORKER_STOPPING graceful_shutdown=%ss", GRACEFUL_SHUTDOWN_SECONDS)

@@ -23,6 +23,7 @@ from imagegen.contracts import (
     FinishInput,
     PollInput,
     PollResult,
+    QueueStatusInput,
     StatusProgress,
 )
 from imagegen.delivery import (
@@ -36,7 +37,7 @@ from imagegen.i18n import t
 from imagegen.jobs import JobRepository
 from imagegen.outcomes import status_text
 from imagegen.kie import ACCOUNT_CODES, KieClient, KieError, parse_kie_state
-from imagegen import metrics
+from imagegen import metrics, ratelimits
 from imagegen.logs import log_event
 from imagegen.redact import redact, register_settings
 from imagegen.models import MODELS
@@ -59,8 +60,8 @@ def _memo(details: object, key: str, kind: type) -> dict | None:
 
 
 def _retry_delay(err: RetryableDeliveryError) -> timedelta | None:
-    """Telegram's retry_after (429) as the next retry's delay; None lets the retry policy decide."""
-    return timedelta(seconds=err.retry_after) if err.retry_after else None
+    """Telegram's retry_after (429), with jitter, as the next retry's delay; None lets the retry policy decide."""
+    return ratelimits.jittered(err.retry_after) if err.retry_after else None
 
 
 def attempt_budget(lease_seconds: float) -> float:
@@ -114,7 +115,9 @@ class GenerationActivities:
                 # account is (401 key, 402 credits, 505 feature) — the user sees "unavailable".
                 kind = "KieUnusable" if exc.code in ACCOUNT_CODES else "KieRejected"
                 raise ApplicationError(redact(exc), type=kind, non_retryable=True, category=BENIGN) from None
-            delay = timedelta(seconds=10) if exc.code == 429 else None
+            # 429: Kie gives no retry_after; its window frees within 10 s. Jittered, so refused tasks
+            # do not come back as one herd (and the createTask queue paces them anyway).
+            delay = ratelimits.jittered(ratelimits.KIE_CREATE_WINDOW_SECONDS) if exc.code == 429 else None
             raise ApplicationError(redact(exc), type="KieUnavailable", next_retry_delay=delay,
                                    category=BENIGN) from None
         # Kie has no idempotency key either: once it answered, keep its task id even if Postgres is
@@ -134,6 +137,12 @@ class GenerationActivities:
             # 501: the generation failed; 401/402/505: the account is unusable, polling on cannot help;
             # anything else (429, 5xx, network, "recordInfo is null" right after creation): a missed tick.
             state = "fail" if exc.code == 501 else "rejected" if exc.code in ACCOUNT_CODES else "error"
+            if exc.code == 429 and inp.reason == "callback":
+                # A callback's confirmation refused by a rate limit: asked again after Kie's window
+                # (jittered), never left to the next polling tick. A timer's tick just misses (backoff).
+                log_event(inp.job_id, "POLL_RATE_LIMITED", i=inp.tick, task_id=inp.task_id, reason=inp.reason)
+                raise ApplicationError("recordInfo rate limited", type="KieRateLimited", category=BENIGN,
+                                       next_retry_delay=ratelimits.jittered(ratelimits.KIE_INFO_WINDOW_SECONDS, 1.0))
             log_event(inp.job_id, "POLL_TICK", i=inp.tick, task_id=inp.task_id, reason=inp.reason, state=state,
                       error=redact(exc))
             if state == "fail":
@@ -277,6 +286,17 @@ class GenerationActivities:
             return
         await self._show_status(inp.job_id, inp.chat_id, inp.status_message_id, text)
 
+    @activity.defn(name="queue_status")
+    async def queue_status(self, inp: QueueStatusInput) -> None:
+        """The status message while the generation waits in the rate-limited createTask queue."""
+        if inp.kind == "queued":
+            text = t("status.queued", inp.lang)
+        else:
+            model = MODELS.get(inp.model)
+            text = t("status.started", inp.lang, model=model.title(inp.lang) if model else inp.model,
+                     ratio=inp.aspect_ratio)
+        await self._show_status(inp.job_id, inp.chat_id, inp.status_message_id, text)
+
     async def _show_status(self, job_id: str, chat_id: int, message_id: int | None, text: str) -> None:
         try:
             if message_id is not None:
@@ -300,4 +320,9 @@ class GenerationActivities:
         log_event(job_id, "STATUS_UPDATED", text=text[:40])
 
     def all(self) -> list:
-        return [self.create_task, self.poll_task, self.deliver, self.finish]
+        return [self.create_task, self.poll_task, self.deliver, self.finish, self.queue_status]
+
+    def for_queue(self, kind: str) -> list:
+        """The activities that run on one rate-limited task queue (imagegen/ratelimits.py)."""
+        return {ratelimits.KIE_CREATE: [self.create_task], ratelimits.KIE_INFO: [self.poll_task],
+                ratelimits.TELEGRAM: [self.deliver, self.finish, self.queue_status]}[kind]

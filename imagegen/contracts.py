@@ -111,3 +111,17 @@ class GenerationResult:
     task_id: str | None = None
     detail: str = ""
     delivery_level: str = ""
+
+
+@dataclass
+class QueueStatusInput:
+    """The status message while a generation waits in the createTask queue ("queued") and once it
+    leaves it ("started"); see imagegen/ratelimits.py."""
+
+    job_id: str
+    chat_id: int
+    status_message_id: int | None
+    kind: str  # "queued" | "started"
+    model: str = ""
+    aspect_ratio: str = ""
+    lang: str = "ru"

@@ -31,6 +31,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
+from imagegen.ratelimits import RateLimit
+
 
 class SettingsError(Exception):
     """A setting is missing or malformed. The message is one line naming it."""
@@ -104,6 +106,8 @@ OptionalPort = Annotated[int, Field(ge=0, le=65535)]  # 0 = off
 Seconds = Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=1, le=10_000)]
 PollSchedule = Annotated[list[tuple[float, float]], NoDecode, BeforeValidator(_schedule)]
+# "count/seconds" or "off" (imagegen/ratelimits.py)
+RateLimitSetting = Annotated[RateLimit, NoDecode, BeforeValidator(lambda v: RateLimit.parse(v) if isinstance(v, str) else v)]
 
 # from_env(mapping) hands its mapping to settings_customise_sources through this.
 _MAPPING: ContextVar[Mapping[str, str] | None] = ContextVar("settings_mapping", default=None)
@@ -170,6 +174,12 @@ class Settings(BaseSettings):
     db_command_timeout_seconds: Seconds = 15.0
     worker_max_concurrent_activities: Count = 50
     bot_max_concurrent_updates: Count = 20
+
+    # --- global rate limits (imagegen/ratelimits.py, docs/performance.md): the providers' documented
+    # limits as "count/seconds", or "off"; Temporal enforces them for all worker processes together ---
+    kie_create_limit: RateLimitSetting = RateLimit(20, 10.0)
+    kie_record_info_limit: RateLimitSetting = RateLimit(10, 1.0)
+    telegram_send_limit: RateLimitSetting = RateLimit(30, 1.0)
 
     # --- data retention ---
     # Finished jobs (prompts, result links) and idle conversation state older than this are purged

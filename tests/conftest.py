@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
-from imagegen import visibility
+from imagegen import ratelimits, visibility
 from imagegen.jobs import JobRepository, create_pool
 from imagegen.migrate import apply_migrations
 from tests.support.services import EmbeddedPostgres, temporal_cli
@@ -50,6 +50,7 @@ async def temporal_env():
         ui=False,
         dev_server_log_level="error",
         search_attributes=visibility.ALL_KEYS,  # what the workflow upserts (imagegen/visibility.py)
+        dev_server_extra_args=ratelimits.dev_server_args(),  # one partition per queue: exact rate limits
     )
     yield env
     await env.shutdown()

@@ -8,6 +8,7 @@ meant to be incompatible and no old workflow can still be running.
 
 import asyncio
 import os
+from contextlib import AsyncExitStack
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,12 +16,13 @@ import pytest
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from imagegen.contracts import GenerationInput, GenerationResult
 from tests.support.stack import start_generation_workflow
 
+from worker import build_workers
 from workflows.generation import GenerationWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -114,8 +116,9 @@ async def test_a_patched_change_runs_the_new_path_for_new_generations(stack):
     """New workflows take the patched path (the marker and the timer are in their history) and
     still deliver; their history replays under the patched code."""
     queue = f"{stack.task_queue}-patched"
-    worker = Worker(stack.client, task_queue=queue, workflows=[PatchedChange], activities=stack.activities.all())
-    async with worker:
+    async with AsyncExitStack() as running:
+        for worker in build_workers(stack.client, queue, stack.activities, workflows=[PatchedChange]):
+            await running.enter_async_context(worker)
         handle, _, chat_id = await start_generation_workflow(stack.client, stack.bot, queue, stack.poll_schedule,
                                                              prompt="a red fox in snow", ratio="1:1")
         result = await asyncio.wait_for(handle.result(), 30)

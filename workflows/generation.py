@@ -26,10 +26,11 @@ with workflow.unsafe.imports_passed_through():
         GenerationInput,
         GenerationResult,
         PollInput,
+        QueueStatusInput,
         StatusProgress,
         workflow_id_for,
     )
-    from imagegen import metrics, visibility
+    from imagegen import metrics, ratelimits, visibility
     from imagegen.models import MODELS
 
 CREATE_RETRY = RetryPolicy(
@@ -56,6 +57,11 @@ DELIVER_HEARTBEAT = timedelta(seconds=15)
 VISIBILITY_PATCH = "operator-visibility-1"
 STATUS_ICON = {"done": "✅", "failed": "❌", "timeout": "⌛", "error": "❌", "undeliverable": "✖", "cancelled": "🚫"}
 PROGRESS_EVERY = 10.0  # seconds between two "generating" edits of the status message
+# The user's status message says "queued" when createTask has not completed within this long (it waits in
+# the rate-limited createTask queue); behind a patch, as it adds a timer to the command sequence.
+QUEUED_STATUS_PATCH = "queued-status-1"
+QUEUED_AFTER_SECONDS = 3.0
+STATUS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 FINISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10)
 
 
@@ -70,6 +76,11 @@ def poll_interval(schedule: list[list[float]], elapsed: float) -> float:
 def _kie_model(key: str) -> str:
     model = MODELS.get(key)
     return model.kie_model if model is not None else key
+
+
+def _queue(kind: str) -> str:
+    """The rate-limited activity task queue of one kind of external call (imagegen/ratelimits.py)."""
+    return ratelimits.queue_name(workflow.info().task_queue, kind)
 
 
 def _raise_if_cancelled(err: BaseException) -> None:
@@ -178,7 +189,7 @@ class GenerationWorkflow:
     async def _generate(self, inp: GenerationInput) -> GenerationResult:
         self._move_to("creating")
         try:
-            self._task_id = await workflow.execute_activity_method(
+            create = workflow.start_activity_method(
                 GenerationActivities.create_task,
                 CreateTaskInput(
                     job_id=inp.job_id,
@@ -191,10 +202,20 @@ class GenerationWorkflow:
                     status_message_id=inp.status_message_id,
                     options=dict(inp.options),
                 ),
+                task_queue=_queue(ratelimits.KIE_CREATE),
                 start_to_close_timeout=timedelta(seconds=40),
                 retry_policy=CREATE_RETRY,
                 summary=f"createTask {_kie_model(inp.model)}",
             )
+            queued = False
+            if workflow.patched(QUEUED_STATUS_PATCH):
+                done, _ = await workflow.wait([create], timeout=QUEUED_AFTER_SECONDS)
+                if not done:  # waiting its turn in the createTask queue: tell the user
+                    queued = True
+                    await self._queue_status(inp, "queued")
+            self._task_id = await create
+            if queued:
+                await self._queue_status(inp, "started")
         except ActivityError as err:
             _raise_if_cancelled(err)
             rejected = isinstance(err.cause, ApplicationError) and err.cause.type == "KieRejected"
@@ -229,6 +250,7 @@ class GenerationWorkflow:
                     GenerationActivities.poll_task,
                     PollInput(job_id=inp.job_id, task_id=self._task_id, tick=self._polls, reason=reason,
                               progress=self._progress(inp, (workflow.now() - started).total_seconds())),
+                    task_queue=_queue(ratelimits.KIE_INFO),
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=POLL_RETRY,
                     summary=f"recordInfo #{self._polls} ({reason})",
@@ -261,6 +283,7 @@ class GenerationWorkflow:
                     job_id=inp.job_id, chat_id=inp.chat_id, url=urls[0], model=inp.model, aspect_ratio=inp.aspect_ratio,
                     lang=inp.lang,
                 ),
+                task_queue=_queue(ratelimits.TELEGRAM),
                 start_to_close_timeout=DELIVER_START_TO_CLOSE,
                 heartbeat_timeout=DELIVER_HEARTBEAT,
                 schedule_to_close_timeout=timedelta(hours=1),
@@ -280,6 +303,24 @@ class GenerationWorkflow:
             metrics.observe("imagegen_callback_to_delivered_seconds", (workflow.now() - woke_at).total_seconds(),
                             meter=workflow.metric_meter())
         return await self._finish(inp, "done", "", delivery_level=delivered.level)
+
+    async def _queue_status(self, inp: GenerationInput, kind: str) -> None:
+        """Cosmetic: a status edit that fails is logged, never a reason to stop the generation."""
+        if inp.status_message_id is None:
+            return
+        try:
+            await workflow.execute_activity_method(
+                GenerationActivities.queue_status,
+                QueueStatusInput(job_id=inp.job_id, chat_id=inp.chat_id, status_message_id=inp.status_message_id,
+                                 kind=kind, model=inp.model, aspect_ratio=inp.aspect_ratio, lang=inp.lang),
+                task_queue=_queue(ratelimits.TELEGRAM),
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=STATUS_RETRY,
+                summary=f"status {kind}",
+            )
+        except ActivityError as err:
+            _raise_if_cancelled(err)
+            workflow.logger.warning("QUEUE_STATUS_FAILED job_id=%s kind=%s", inp.job_id, kind)
 
     async def _finish(self, inp: GenerationInput, outcome: str, detail: str, delivery_level: str = "") -> GenerationResult:
         if detail and outcome != "done":
@@ -301,6 +342,7 @@ class GenerationWorkflow:
                     detail=detail,
                     lang=inp.lang,
                 ),
+                task_queue=_queue(ratelimits.TELEGRAM),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=FINISH_RETRY,
                 summary=f"status {STATUS_ICON.get(outcome, '')} {'' if outcome == 'done' else outcome}".rstrip(),

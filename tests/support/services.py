@@ -173,6 +173,9 @@ class TemporalDevServer:
         from imagegen.visibility import dev_server_args
 
         cmd += dev_server_args()  # the search attributes the workflow upserts
+        from imagegen.ratelimits import dev_server_args as one_partition
+
+        cmd += one_partition()  # one partition per task queue: exact global rate limits
         if self.db_file:
             cmd += ["--db-filename", self.db_file]
         if self.headless:

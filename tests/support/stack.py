@@ -25,7 +25,7 @@ from imagegen.settings import Settings
 from tests.support.kie_sim import KieSimulator
 from tests.support.services import free_port
 from tests.support.telegram_sim import TelegramSimulator
-from worker import build_worker
+from worker import build_workers
 
 FAST_SCHEDULE = [(2.0, 0.4), (6.0, 1.0), (12.0, 2.0)]
 
@@ -58,7 +58,7 @@ class Stack:
         self.poll_schedule = poll_schedule or list(FAST_SCHEDULE)
         self._tasks: list[asyncio.Task] = []
         self._runner = None
-        self.worker: Worker | None = None
+        self.workers: list[Worker] = []
 
     def settings(self, **overrides: Any) -> Settings:
         values = dict(
@@ -88,8 +88,8 @@ class Stack:
         self.kie_client = KieClient(self.config.kie_api_base, self.config.kie_api_key.get_secret_value())
         self.activities = GenerationActivities(settings=self.config, repo=self.repo, kie=self.kie_client, bot=self.bot)
         self._runner = await start_http(build_http_app(self.client, self.config.callback_secret.get_secret_value()), "127.0.0.1", self.http_port)
-        self.worker = build_worker(self.client, self.task_queue, self.activities)
-        self._tasks.append(asyncio.create_task(self.worker.run()))
+        self.workers = build_workers(self.client, self.task_queue, self.activities)
+        self._tasks += [asyncio.create_task(w.run()) for w in self.workers]
 
     async def start_bot(self) -> None:
         """Run the bot's dispatcher (long polling against the Telegram simulator)."""
@@ -97,8 +97,7 @@ class Stack:
         self._tasks.append(asyncio.create_task(poll_until_cancelled(dp, self.bot, polling_timeout=1)))
 
     async def stop(self) -> None:
-        if self.worker is not None:
-            await self.worker.shutdown()
+        await asyncio.gather(*(w.shutdown() for w in self.workers))
         for t in self._tasks:
             if not t.done():
                 t.cancel()

@@ -1,0 +1,98 @@
+"""Global rate limits for Kie and Telegram, enforced by Temporal task queues.
+
+Every kind of external call runs on an activity task queue of its own, derived from the workflow's
+task queue (``<queue>-kie-create``, ``<queue>-kie-info``, ``<queue>-telegram``). Each worker polls
+those queues with ``max_task_queue_activities_per_second``: the *server* enforces that rate for the
+queue as a whole, however many worker processes poll it. Excess work waits in the queue.
+
+The limits are configured as the provider documents them, ``count/seconds`` (Kie createTask
+``20/10``, recordInfo ``10/1``, Telegram ``30/1``), and turned into a queue rate here. Temporal's
+task-queue limiter is a token bucket per partition whose burst is ``ceil(rate)`` (at least
+``matching.minTaskThrottlingBurstSize``, 1); measured on the dev server (one partition) a backlog
+is dispatched at ``ceil(rate) + 1`` at once, then evenly. A sliding window of ``window`` seconds may
+therefore see ``ceil(rate) + 1 + rate × window`` calls; :meth:`RateLimit.queue_rate` is the largest
+rate (in steps of 0.1/s) that keeps that within ``count``: 1.7/s for ``20/10``, 4/s for ``10/1``,
+14/s for ``30/1``. With N partitions each gets rate/N with its own burst, and a backlog sitting in
+one partition is drained at rate/N: the rate-limited queues need ONE partition
+(``matching.numTaskqueueReadPartitions`` / ``...WritePartitions`` = 1 for these queues; see
+``dev_server_args`` and docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from datetime import timedelta
+
+KIE_CREATE = "kie-create"
+KIE_INFO = "kie-info"
+TELEGRAM = "telegram"
+KINDS = (KIE_CREATE, KIE_INFO, TELEGRAM)
+
+# Kie answers 429 without a retry_after: "20 new tasks per 10 s" frees up within one window.
+KIE_CREATE_WINDOW_SECONDS = 10.0
+KIE_INFO_WINDOW_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``count`` calls in any ``window`` seconds; count 0 = no limit."""
+
+    count: int
+    window: float
+
+    @classmethod
+    def parse(cls, text: str) -> "RateLimit":
+        """``"20/10"`` → RateLimit(20, 10.0); ``"off"`` → no limit. ValueError when malformed."""
+        raw = text.strip().lower()
+        if raw in ("0", "off", "none", "unlimited"):
+            return cls(0, 1.0)
+        try:
+            count, window = raw.split("/")
+            limit = cls(int(count), float(window))
+        except ValueError:
+            raise ValueError("must be 'count/seconds' (e.g. '20/10') or 'off'") from None
+        if limit.count < 0 or not 0 < limit.window <= 3600:
+            raise ValueError("must have count >= 0 and 0 < seconds <= 3600")
+        if limit.count and limit.queue_rate is None:
+            raise ValueError("is too tight for a task-queue limiter (needs a count of at least 3)")
+        return limit
+
+    @property
+    def unlimited(self) -> bool:
+        return self.count == 0
+
+    @property
+    def queue_rate(self) -> float | None:
+        """The task-queue rate (per second) whose worst case stays within the limit; None = no limit
+        (or no such rate)."""
+        if self.unlimited:
+            return None
+        rate = math.floor(self.count / self.window * 10) / 10
+        while rate > 0:
+            if math.ceil(rate) + 1 + rate * self.window <= self.count + 1e-9:
+                return rate
+            rate = round(rate - 0.1, 1)
+        return None
+
+    def __str__(self) -> str:
+        return "off" if self.unlimited else f"{self.count}/{self.window:g}"
+
+
+def queue_name(base: str, kind: str) -> str:
+    """The activity task queue of one kind of external call (deterministic: used by the workflow)."""
+    return f"{base}-{kind}"
+
+
+def jittered(seconds: float, spread: float = 0.5) -> timedelta:
+    """``seconds`` plus up to ``spread`` × seconds of random jitter, so refused calls retried after a
+    limit don't come back as one herd. Activities only (random is not allowed in workflows)."""
+    return timedelta(seconds=seconds * (1.0 + random.random() * spread))
+
+
+def dev_server_args() -> list[str]:
+    """Dynamic config for `temporal server start-dev`: one partition per task queue, so a queue's rate
+    limit is one token bucket (see the module docstring)."""
+    return ["--dynamic-config-value", "matching.numTaskqueueReadPartitions=1",
+            "--dynamic-config-value", "matching.numTaskqueueWritePartitions=1"]

@@ -1,0 +1,117 @@
+"""Global rate limits (issue 9): the Kie simulator's limits knob, the queue-rate arithmetic, and two
+real worker.py processes that together never exceed Kie's createTask limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+
+from imagegen import texts
+from imagegen.ratelimits import RateLimit
+from imagegen.settings import SettingsError
+from tests.support.kie_limits import LimitedKieSimulator, max_in_window
+from tests.support.procstack import ProcStack
+
+
+def test_queue_rate_keeps_the_token_bucket_worst_case_inside_the_limit():
+    # Worst case of Temporal's limiter in a window: ceil(rate) + 1 at once, then `rate` per second.
+    for text, rate in (("20/10", 1.7), ("10/1", 4.0), ("30/1", 14.0)):
+        limit = RateLimit.parse("X", text)
+        assert limit.queue_rate == rate
+        assert -(-rate // 1) + 1 + rate * limit.window <= limit.count
+    assert RateLimit.parse("X", "off").queue_rate is None
+    for bad in ("20", "a/b", "-1/1", "2/10"):
+        with pytest.raises(SettingsError):
+            RateLimit.parse("X", bad)
+
+
+async def _create(session, kie, i):
+    body = {"model": "z-image", "input": {"prompt": f"p{i}", "aspect_ratio": "1:1"}}
+    async with session.post(f"{kie.base_url}/api/v1/jobs/createTask", json=body,
+                            headers={"Authorization": f"Bearer {kie.api_key}"}) as r:
+        return r.status, await r.json()
+
+
+async def test_kie_simulator_enforces_kies_limits_only_when_asked():
+    async with LimitedKieSimulator(api_key="k") as kie, aiohttp.ClientSession() as s:
+        answers = [await _create(s, kie, i) for i in range(25)]
+        assert all(status == 200 for status, _ in answers)  # off by default
+        kie.enforce_limits = True
+        answers = [await _create(s, kie, i) for i in range(25)]
+        assert [status for status, _ in answers].count(200) == 20
+        refused = [body for status, body in answers if status == 429]
+        assert len(refused) == 5 and all(b["code"] == 429 and "Rate limited" in b["msg"] for b in refused)
+        assert kie.refused["createTask"] == 5
+        task_id = answers[0][1]["data"]["taskId"]
+        statuses = []
+        for _ in range(12):
+            async with s.get(f"{kie.base_url}/api/v1/jobs/recordInfo", params={"taskId": task_id},
+                             headers={"Authorization": "Bearer k"}) as r:
+                statuses.append(r.status)
+        assert statuses.count(200) == 10 and statuses.count(429) == 2
+        await asyncio.sleep(1.05)  # recordInfo's window is one second
+        async with s.get(f"{kie.base_url}/api/v1/jobs/recordInfo", params={"taskId": task_id},
+                         headers={"Authorization": "Bearer k"}) as r:
+            assert r.status == 200
+
+
+def test_max_in_window():
+    assert max_in_window([0, 0.5, 9.9, 10.0, 10.1], 10) == 4  # 0.5 … 10.1
+    assert max_in_window([0, 0.5, 9.9, 10.0, 10.1], 5) == 3
+    assert max_in_window([], 10) == 0
+
+
+N_GENERATIONS = 36
+
+
+async def test_two_worker_processes_together_keep_kies_createtask_limit(temporal_env, pg_dsn):
+    """36 generations at once, two worker.py processes: Kie (enforcing 20 createTask per 10 s) never
+    refuses one, no 10-second window holds more than 20, both workers created tasks, and every
+    generation is delivered exactly once. Users whose request waited were told it is queued."""
+    kie = LimitedKieSimulator(api_key="limits-kie-key")
+    kie.enforce_limits = True
+    ps = ProcStack(name="ratelimits", dsn=pg_dsn, temporal_address=temporal_env.client.service_client.config.target_host,
+                   client=temporal_env.client, kie=kie)
+    await ps.start()
+    try:
+        w1 = await ps.start_worker("worker-a")
+        w2 = await ps.start_worker("worker-b")
+        started = time.monotonic()
+        gens = await asyncio.gather(*(ps.start_generation(prompt=f"fox {i}") for i in range(N_GENERATIONS)))
+        results = await asyncio.wait_for(asyncio.gather(*(g.handle.result() for g in gens)), 120)
+        wall = time.monotonic() - started
+
+        assert [r.outcome for r in results] == ["done"] * N_GENERATIONS, ps.logs()
+        assert all(len(ps.photos_for(g.chat_id)) == 1 for g in gens)
+        assert kie.refused == {"createTask": 0, "recordInfo": 0}
+        assert len(kie.create_times) == N_GENERATIONS
+        assert max_in_window(kie.create_times, 10.0) <= 20
+        assert max_in_window(kie.record_info_times, 1.0) <= 10
+        # Both processes took createTask work from the one queue (the limit is the server's, not theirs).
+        assert w1.count("JOB_CREATED") > 0 and w2.count("JOB_CREATED") > 0
+        assert w1.count("JOB_CREATED") + w2.count("JOB_CREATED") == N_GENERATIONS
+        # 36 tasks at 1.7/s cannot take less than ~19 s: the server paced them.
+        assert wall > (N_GENERATIONS - 3) / 1.7 - 1
+        queued = [c for c in ps.tg.calls_of("editMessageText") if c.params.get("text") == texts.STATUS_QUEUED]
+        assert len(queued) >= N_GENERATIONS // 2  # most of them waited their turn, and were told
+    finally:
+        await ps.stop()
+
+
+async def test_a_rate_limited_confirmation_is_retried_not_left_to_the_next_poll(stack):
+    """A callback's recordInfo that Kie refuses with 429 is asked again after ~1 s (jittered), not at
+    the next polling tick (20 s away here), and the user never sees a failure."""
+    stack.poll_schedule = [(60.0, 20.0)]
+    stack.kie.record_info_errors.append(429)
+    handle, job_id, chat_id = await stack.start_generation()
+    started = time.monotonic()
+    result = await asyncio.wait_for(handle.result(), 15)
+    assert result.outcome == "done" and len(stack.photos_for(chat_id)) == 1
+    assert time.monotonic() - started < 8
+    task_id = (await stack.repo.get(job_id))["external_task_id"]
+    assert stack.kie.record_info_calls[task_id] == 2  # the refused one and its retry
+    assert (await handle.query("status"))["polls"] == 1  # one confirmation, retried inside the activity
