@@ -14,9 +14,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import timedelta
 from typing import Sequence
 
-from temporalio.client import Client
-from temporalio.runtime import Runtime
-from temporalio.worker import Worker
+from imagegen.lean_aiogram import defer_telegram_types
+
+defer_telegram_types()  # first: aiogram's ~900 type validators are built on use, not at import (−100 MB)
+
+from temporalio.client import Client  # noqa: E402
+from temporalio.runtime import Runtime  # noqa: E402
+from temporalio.worker import Worker  # noqa: E402
 
 from activities.generation import GenerationActivities
 from activities.retention import RetentionActivities
