@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast test-faults install run-worker run-bot clean locales
+.PHONY: demo test test-fast test-faults bench install run-worker run-bot clean locales
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -33,6 +33,10 @@ test-faults: $(STAMP)
 ## Compile the catalogues (imagegen/locales/*/LC_MESSAGES/messages.po → .mo; the .mo files are committed).
 locales: $(STAMP)
 	$(VENV)/bin/pybabel compile -d imagegen/locales -D messages
+
+## The benchmark (issue #9): the whole stack measured against the bare-Temporal floor; writes docs/performance.md.
+bench: $(STAMP)
+	$(PY) -m tests.bench
 
 run-worker: $(STAMP)
 	$(PY) worker.py

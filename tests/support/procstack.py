@@ -332,6 +332,17 @@ class ProcStack:
                               ratio: str = "1:1", timeout: float = 60.0) -> Generation:
         """A scripted Telegram user: /start → Z-Image → prompt → ratio; returns the started generation."""
         chat_id = chat_id or self.new_chat_id()
+        mid, data = await self.user_up_to_ratio(chat_id, prompt, ratio, timeout)
+        self.tg.user_press_button(chat_id, mid, data)
+
+        job_id = await self.wait_job_for_chat(chat_id, timeout=timeout)
+        handle = self.client.get_workflow_handle(workflow_id_for(job_id), result_type=GenerationResult)
+        return Generation(job_id, chat_id, handle)
+
+    async def user_up_to_ratio(self, chat_id: int, prompt: str, ratio: str = "1:1",
+                               timeout: float = 60.0) -> tuple[int, str | None]:
+        """The scripted user's conversation up to the aspect-ratio keyboard: (message id, button data)
+        of the `ratio` button, not pressed yet."""
         tg = self.tg
         tg.user_send_command(chat_id, "/start")
         mid, data = await tg.wait_for(lambda: self._button(chat_id, "Z-Image"), timeout=timeout)
@@ -339,12 +350,7 @@ class ProcStack:
         await tg.wait_for(lambda: any("Опишите" in (m.get("text") or "") for m in tg.messages(chat_id)),
                           timeout=timeout)
         tg.user_send_text(chat_id, prompt)
-        mid, data = await tg.wait_for(lambda: self._button(chat_id, ratio), timeout=timeout)
-        tg.user_press_button(chat_id, mid, data)
-
-        job_id = await self.wait_job_for_chat(chat_id, timeout=timeout)
-        handle = self.client.get_workflow_handle(workflow_id_for(job_id), result_type=GenerationResult)
-        return Generation(job_id, chat_id, handle)
+        return await tg.wait_for(lambda: self._button(chat_id, ratio), timeout=timeout)
 
     async def wait_job_for_chat(self, chat_id: int, timeout: float = 60.0) -> str:
         """The job id of the chat's generation, once the worker has recorded it."""

@@ -1,0 +1,57 @@
+"""The floor: a bare workflow (activity → wait for a signal → activity), no database, no HTTP, run by
+a worker process with the same Worker settings as worker.py. `python -m tests.bench.floor ADDRESS QUEUE`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from datetime import timedelta
+
+from temporalio import activity, workflow
+from temporalio.client import Client
+
+
+@activity.defn(name="floor_step")
+async def floor_step(n: int) -> int:
+    return n + 1
+
+
+@workflow.defn(name="FloorWorkflow")
+class FloorWorkflow:
+    def __init__(self) -> None:
+        self._go = False
+        self._started = False
+
+    @workflow.signal
+    def go(self) -> None:
+        self._go = True
+
+    @workflow.query
+    def ready(self) -> bool:
+        return self._started
+
+    @workflow.run
+    async def run(self) -> int:
+        n = await workflow.execute_activity(floor_step, 0, start_to_close_timeout=timedelta(seconds=30))
+        self._started = True
+        await workflow.wait_condition(lambda: self._go)
+        return await workflow.execute_activity(floor_step, n, start_to_close_timeout=timedelta(seconds=30))
+
+
+async def _main(address: str, task_queue: str) -> None:
+    from worker import make_worker  # the same Worker settings as worker.py's
+
+    client = await Client.connect(address)
+    worker = make_worker(client, task_queue, [floor_step], workflows=[FloorWorkflow])
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    async with worker:
+        print("WORKER_STARTED", flush=True)
+        await stop.wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(_main(sys.argv[1], sys.argv[2]))

@@ -1,0 +1,73 @@
+"""Measuring helpers of the benchmark: RSS of processes (sampled), percentiles."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+import psutil
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except psutil.Error:
+        return 0.0
+
+
+class RssSampler:
+    """Samples the RSS of some processes every `interval` seconds; keeps each one's peak."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        self.interval = interval
+        self.pids: dict[str, int] = {}
+        self.peak: dict[str, float] = {}
+        self._task: asyncio.Task | None = None
+
+    def watch(self, name: str, pid: int) -> None:
+        self.pids[name] = pid
+        self.peak[name] = rss_mb(pid)
+
+    def reset(self, name: str) -> None:
+        self.peak[name] = rss_mb(self.pids[name])
+
+    def now(self, name: str) -> float:
+        return rss_mb(self.pids[name])
+
+    async def _run(self) -> None:
+        while True:
+            for name, pid in list(self.pids.items()):
+                self.peak[name] = max(self.peak.get(name, 0.0), rss_mb(pid))
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) of values, nearest-rank on sorted data; NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+async def settle(pid: int, *, below_percent: float = 5.0, quiet_for: float = 2.0, timeout: float = 120.0) -> None:
+    """Wait until a process has used less than `below_percent` CPU for `quiet_for` seconds."""
+    proc = psutil.Process(pid)
+    proc.cpu_percent(None)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    quiet = 0.0
+    while quiet < quiet_for and loop.time() < deadline:
+        await asyncio.sleep(0.5)
+        quiet = quiet + 0.5 if proc.cpu_percent(None) < below_percent else 0.0
