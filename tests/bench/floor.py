@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 from datetime import timedelta
 
 from temporalio import activity, workflow
@@ -14,8 +15,9 @@ from temporalio.client import Client
 
 
 @activity.defn(name="floor_step")
-async def floor_step(n: int) -> int:
-    return n + 1
+async def floor_step(n: int) -> float:
+    """Returns when it ran (wall clock): the second one's time ends "signal → completion"."""
+    return time.time()
 
 
 @workflow.defn(name="FloorWorkflow")
@@ -33,11 +35,11 @@ class FloorWorkflow:
         return self._started
 
     @workflow.run
-    async def run(self) -> int:
-        n = await workflow.execute_activity(floor_step, 0, start_to_close_timeout=timedelta(seconds=30))
+    async def run(self) -> float:
+        await workflow.execute_activity(floor_step, 0, start_to_close_timeout=timedelta(seconds=30))
         self._started = True
         await workflow.wait_condition(lambda: self._go)
-        return await workflow.execute_activity(floor_step, n, start_to_close_timeout=timedelta(seconds=30))
+        return await workflow.execute_activity(floor_step, 1, start_to_close_timeout=timedelta(seconds=30))
 
 
 async def _main(address: str, task_queue: str) -> None:
