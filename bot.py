@@ -21,6 +21,9 @@ def main() -> int:
     register_settings(settings)
     setup_logging(settings.log_level, fmt=settings.log_format)
     install_redaction()  # aiogram/aiohttp/temporalio lines are scrubbed of secrets too
+    from imagegen.lean_aiogram import defer_telegram_types
+
+    defer_telegram_types()  # before aiogram is imported: Telegram types built on use (imagegen/lean_aiogram.py)
     from imagegen.bot.app import run_bot
 
     asyncio.run(run_bot(settings))

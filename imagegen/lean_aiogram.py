@@ -11,7 +11,8 @@ built for it, so pydantic builds a type the first time it is used, exactly as th
 have; aiogram's methods (``SendPhoto`` …) that reference a type not built yet are completed the
 same way on first use. The classes, the Bot and its session are aiogram's own: delivery still goes through the real
 aiogram Bot. It must run before anything imports aiogram; if aiogram is already imported it does
-nothing (the bot process keeps the eager import: its dispatcher parses every kind of Update).
+nothing. worker.py and bot.py call it first thing (the bot's dispatcher builds ``Update`` and what
+it holds on the first update: about 3 MB, against 120 MB for all types).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from tests.support.procstack import ROOT, ProcStack
 DEFAULT_SCHEDULE = [(30.0, 3.0), (120.0, 8.0), (900.0, 20.0)]  # today's POLL_SCHEDULE (Kie's guidance)
 LIMITS_OFF = {"KIE_CREATE_LIMIT": "off", "KIE_RECORD_INFO_LIMIT": "off", "TELEGRAM_SEND_LIMIT": "off"}
 KIE_WINDOW = (20, 10.0)  # Kie: 20 createTask per 10 s
+WORKFLOW_CACHE = 1000  # the Python SDK's default max_cached_workflows (worker.py keeps it)
 
 
 class BenchKie(LimitedKieSimulator):
@@ -272,6 +273,7 @@ async def scale(make_stack, sampler: RssSampler, n: int) -> dict:
     drain = (max(photos) - released) if photos else float("nan")
     out = dict(n=n, ramp=ramp, idle=idle, waiting_rss=waiting_rss, peak_waiting=waiting_peak,
                peak=sampler.peak["scale-worker"], per_gen_kb=(waiting_rss - idle) * 1024 / n,
+               cached=min(n, WORKFLOW_CACHE), per_cached_kb=(waiting_rss - idle) * 1024 / min(n, WORKFLOW_CACHE),
                delivered=delivered, duplicates=dups, drain=drain)
     await ps.stop()
     return out
