@@ -78,8 +78,9 @@ async def test_two_worker_processes_together_keep_kies_createtask_limit(temporal
                    client=temporal_env.client, kie=kie)
     await ps.start()
     try:
-        w1 = await ps.start_worker("worker-a")
-        w2 = await ps.start_worker("worker-b")
+        limits = dict(KIE_CREATE_LIMIT="20/10", KIE_RECORD_INFO_LIMIT="10/1", TELEGRAM_SEND_LIMIT="30/1")  # the defaults
+        w1 = await ps.start_worker("worker-a", **limits)
+        w2 = await ps.start_worker("worker-b", **limits)
         started = time.monotonic()
         gens = await asyncio.gather(*(ps.start_generation(prompt=f"fox {i}") for i in range(N_GENERATIONS)))
         results = await asyncio.wait_for(asyncio.gather(*(g.handle.result() for g in gens)), 120)

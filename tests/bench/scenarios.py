@@ -20,6 +20,7 @@ from tests.support.procstack import ROOT, ProcStack
 
 DEFAULT_SCHEDULE = [(30.0, 3.0), (120.0, 8.0), (900.0, 20.0)]  # today's POLL_SCHEDULE (Kie's guidance)
 LIMITS_OFF = {"KIE_CREATE_LIMIT": "off", "KIE_RECORD_INFO_LIMIT": "off", "TELEGRAM_SEND_LIMIT": "off"}
+LIMITS_DEFAULT = {"KIE_CREATE_LIMIT": "20/10", "KIE_RECORD_INFO_LIMIT": "10/1", "TELEGRAM_SEND_LIMIT": "30/1"}
 KIE_WINDOW = (20, 10.0)  # Kie: 20 createTask per 10 s
 WORKFLOW_CACHE = 1000  # the Python SDK's default max_cached_workflows (worker.py keeps it)
 
@@ -207,7 +208,7 @@ async def burst_limited(make_stack, n: int, single_latency: float) -> dict:
     """Part 4: n users at once against a Kie simulator enforcing Kie's limits; default worker limits."""
     kie = BenchKie(api_key="bench-kie-key")
     kie.enforce_limits = True
-    ps: ProcStack = await make_stack("burst", kie=kie, poll_schedule=DEFAULT_SCHEDULE)
+    ps: ProcStack = await make_stack("burst", kie=kie, poll_schedule=DEFAULT_SCHEDULE, extra_env=LIMITS_DEFAULT)
     worker = await ps.start_worker("worker")
     await ps.start_bot("bot")
     users = Users(ps)

@@ -240,6 +240,10 @@ class ProcStack:
             "USER_MAX_PER_MINUTE": "100",
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            # Global rate limits off unless asked (extra_env / start_worker(**env)), as in stack.py.
+            "KIE_CREATE_LIMIT": "off",
+            "KIE_RECORD_INFO_LIMIT": "off",
+            "TELEGRAM_SEND_LIMIT": "off",
         }
         env.update(self.extra_env)
         env.update(overrides)

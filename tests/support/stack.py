@@ -21,6 +21,7 @@ from imagegen.launch import start_generation
 from imagegen.delivery import create_bot
 from imagegen.jobs import JobRepository
 from imagegen.kie import KieClient
+from imagegen.ratelimits import RateLimit
 from imagegen.settings import Settings
 from tests.support.kie_sim import KieSimulator
 from tests.support.services import free_port
@@ -76,6 +77,11 @@ class Stack:
             delivery_lease_seconds=30,
             download_timeout_seconds=5.0,
             allow_private_urls=True,  # the simulators live on 127.0.0.1
+            # Global rate limits off unless a test asks (tests/test_rate_limits.py): the other tests'
+            # timings and call counts are about their own faults, not about Kie's windows.
+            kie_create_limit=RateLimit(0, 1.0),
+            kie_record_info_limit=RateLimit(0, 1.0),
+            telegram_send_limit=RateLimit(0, 1.0),
         )
         values.update(overrides)
         return Settings(**values)
