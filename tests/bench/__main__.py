@@ -44,6 +44,7 @@ async def run() -> tuple[list[tuple[str, str, str]], str]:
     temporal = await asyncio.to_thread(lambda: TemporalDevServer(log_path=str(workdir / "temporal.log")).start())
     sampler = RssSampler()
     sampler.start()
+    stacks: list[ProcStack] = []
     try:
         client = await connect_temporal(temporal.address)
 
@@ -51,19 +52,26 @@ async def run() -> tuple[list[tuple[str, str, str]], str]:
             tg = TelegramSimulator(token=f"{random.randint(10**8, 10**9)}:BENCH-{name}")  # its own polling lock
             ps = ProcStack(name=f"bench-{name}", dsn=pg.dsn, temporal_address=temporal.address, client=client,
                            workdir=workdir / name, lease_seconds=60, tg=tg, **kwargs)
+            stacks.append(ps)
             return await ps.start()
 
         t = time.perf_counter()
         print(f"bench: 1/5 floor ({users} at once, {runs} sequential)…", flush=True)
         fl = await scenarios.floor(client, temporal.address, workdir, users, runs)
+        print(f"bench:   {fl}", flush=True)
         print(f"bench: 2/5 product ({users} at once, Kie's limits lifted; idle RSS)…", flush=True)
         pr = await scenarios.product(make_stack, sampler, users, runs)
+        print(f"bench:   {pr}", flush=True)
         print(f"bench: 3/5 burst under Kie's limits ({users} users)…", flush=True)
         bu = await scenarios.burst_limited(make_stack, users, pr["press_to_photo_p50"])
+        print(f"bench:   {bu}", flush=True)
         print(f"bench: 4/5 scale ({scale_n} waiting generations)…", flush=True)
         sc = await scenarios.scale(make_stack, sampler, scale_n)
+        print(f"bench:   {sc}", flush=True)
         total = time.perf_counter() - t
     finally:
+        for ps in stacks:  # a part that failed or was interrupted leaves nothing running
+            await ps.stop()
         await sampler.stop()
         await asyncio.to_thread(temporal.stop)
         await asyncio.to_thread(pg.close)
