@@ -4,6 +4,7 @@ and bot.py (tests/support/procstack.py) on one Temporal dev server and one embed
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import time
@@ -151,8 +152,16 @@ async def floor(client: Client, address: str, workdir: Path, n: int, runs: int) 
 
 
 # -------------------------------------------------------------------------------------- product
-async def product(make_stack, sampler: RssSampler, n: int, runs: int) -> dict:
-    """Parts 2 and 6: idle RSS, concurrency-1 latency, then n users at once, Kie's limits lifted."""
+def profile(pid: int, out: Path) -> subprocess.Popen:
+    """py-spy (a dev dependency) sampling one process, idle threads left out, raw collapsed stacks."""
+    spy = Path(sys.executable).parent / "py-spy"
+    return subprocess.Popen([str(spy), "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+                             "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def product(make_stack, sampler: RssSampler, n: int, runs: int, profile_dir: Path | None = None) -> dict:
+    """Parts 2 and 6: idle RSS, concurrency-1 latency, then n users at once, Kie's limits lifted.
+    With `profile_dir`, py-spy samples worker.py and bot.py during the burst (tests/bench/profile.py)."""
     kie = BenchKie(api_key="bench-kie-key")
     ps: ProcStack = await make_stack("product", kie=kie, poll_schedule=DEFAULT_SCHEDULE, extra_env=LIMITS_OFF)
     worker = await ps.start_worker("worker")
@@ -186,8 +195,12 @@ async def product(make_stack, sampler: RssSampler, n: int, runs: int) -> dict:
     await settle(worker.pid)
     sampler.reset("worker")
     sampler.reset("bot")
+    spies = [profile(proc.pid, profile_dir / f"{proc.name}.txt") for proc in (worker, bot)] if profile_dir else []
     start = users.press_all()
     ok = await users.wait_photos(600)
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its samples on SIGINT
+        spy.wait(30)
     chats = set(users.buttons)
     photos = [p.time for p in ps.tg.photos if p.chat_id in chats]
     wall = (max(photos) - start) if photos else float("nan")
