@@ -57,10 +57,10 @@ async def run() -> tuple[list[tuple[str, str, str]], str]:
 
         t = time.perf_counter()
         print(f"bench: 1/5 floor ({users} at once, {runs} sequential)…", flush=True)
-        fl = await scenarios.floor(client, temporal.address, workdir, users, runs)
+        fl = await scenarios.floor(client, temporal.address, workdir, users, runs, temporal.proc.pid)
         print(f"bench:   {fl}", flush=True)
         print(f"bench: 2/5 product ({users} at once, Kie's limits lifted; idle RSS)…", flush=True)
-        pr = await scenarios.product(make_stack, sampler, users, runs)
+        pr = await scenarios.product(make_stack, sampler, users, runs, temporal.proc.pid)
         print(f"bench:   {pr}", flush=True)
         print(f"bench: 3/5 burst under Kie's limits ({users} users)…", flush=True)
         bu = await scenarios.burst_limited(make_stack, users, pr["press_to_photo_p50"])
@@ -90,6 +90,10 @@ async def run() -> tuple[list[tuple[str, str, str]], str]:
          f"{_f(pr['burst_p50'])} / {_f(pr['burst_p95'])} / {_f(pr['burst_p99'])} ms"),
         ("2 product", "recordInfo calls per generation (callbacks arrive)", _f(pr["polls_per_gen"], 2)),
         ("2 product", "press → photo p50, concurrency 1", f"{_f(pr['press_to_photo_p50'], 2)} s"),
+        ("1 floor", "CPU per workflow: dev server / worker / bench client",
+         " / ".join(f"{fl['cpu_ms'][k]:.0f}" for k in ("server", "worker", "bench")) + " ms"),
+        ("2 product", "CPU per delivery: dev server / worker / bot / bench (simulators, balancer)",
+         " / ".join(f"{pr['cpu_ms'][k]:.0f}" for k in ("server", "worker", "bot", "bench")) + " ms"),
         ("3 ratios", "throughput product/floor (target ≥ 0.7)", _f(throughput_ratio, 2)),
         ("3 ratios", "latency p50 product/floor (target ≤ 1.3)", _f(latency_ratio, 2)),
         ("4 burst", f"{users} users, Kie limits enforced: delivered / duplicates / lost / failures",

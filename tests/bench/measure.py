@@ -49,6 +49,23 @@ class RssSampler:
             await asyncio.gather(self._task, return_exceptions=True)
 
 
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system, children included) each process has used so far."""
+    out = {}
+    for name, pid in pids.items():
+        try:
+            t = psutil.Process(pid).cpu_times()
+            out[name] = t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            out[name] = 0.0
+    return out
+
+
+def cpu_split(before: dict[str, float], after: dict[str, float], per: int) -> dict[str, float]:
+    """CPU milliseconds per unit of work (e.g. per delivery), by process."""
+    return {name: (after[name] - before[name]) * 1000 / per for name in before}
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-th percentile (0..100) of values, nearest-rank on sorted data; NaN when empty."""
     if not values:

@@ -59,8 +59,8 @@ async def run() -> None:
             stacks.append(ps)
             return await ps.start()
 
-        result = await scenarios.product(make_stack, sampler, users, 3, profile_dir=workdir)
-        print({k: result[k] for k in ("throughput", "delivered", "wall", "burst_p50")})
+        result = await scenarios.product(make_stack, sampler, users, 3, temporal.proc.pid, profile_dir=workdir)
+        print({k: result[k] for k in ("throughput", "delivered", "wall", "burst_p50", "cpu_ms")})
     finally:
         for ps in stacks:
             await ps.stop()

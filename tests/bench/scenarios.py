@@ -4,6 +4,7 @@ and bot.py (tests/support/procstack.py) on one Temporal dev server and one embed
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 from temporalio.client import Client
 
 from tests.bench.floor import FloorWorkflow
-from tests.bench.measure import RssSampler, median, pct, settle
+from tests.bench.measure import RssSampler, cpu_seconds, cpu_split, median, pct, settle
 from tests.support.kie_limits import LimitedKieSimulator
 from tests.support.procstack import ROOT, ProcStack
 
@@ -117,7 +118,7 @@ async def failed_generations(ps: ProcStack, chats: set[int]) -> int:
 
 
 # ---------------------------------------------------------------------------------------- floor
-async def floor(client: Client, address: str, workdir: Path, n: int, runs: int) -> dict:
+async def floor(client: Client, address: str, workdir: Path, n: int, runs: int, server_pid: int) -> dict:
     queue = f"bench-floor-{uuid.uuid4().hex[:8]}"
     log = workdir / "floor-worker.log"
     proc = subprocess.Popen([sys.executable, "-m", "tests.bench.floor", address, queue], cwd=ROOT,
@@ -142,10 +143,13 @@ async def floor(client: Client, address: str, workdir: Path, n: int, runs: int) 
             await one(True)
         latencies = [await one(True) for _ in range(runs)]
         await settle(proc.pid)
+        pids = {"server": server_pid, "worker": proc.pid, "bench": os.getpid()}
+        cpu = cpu_seconds(pids)
         start = time.perf_counter()
         await asyncio.gather(*(one(False) for _ in range(n)))
         wall = time.perf_counter() - start
-        return {"throughput": n / wall, "wall": wall, "latency_p50": median(latencies) * 1000}
+        return {"throughput": n / wall, "wall": wall, "latency_p50": median(latencies) * 1000,
+                "cpu_ms": cpu_split(cpu, cpu_seconds(pids), n)}
     finally:
         proc.terminate()
         proc.wait(20)
@@ -159,7 +163,8 @@ def profile(pid: int, out: Path) -> subprocess.Popen:
                              "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-async def product(make_stack, sampler: RssSampler, n: int, runs: int, profile_dir: Path | None = None) -> dict:
+async def product(make_stack, sampler: RssSampler, n: int, runs: int, server_pid: int,
+                  profile_dir: Path | None = None) -> dict:
     """Parts 2 and 6: idle RSS, concurrency-1 latency, then n users at once, Kie's limits lifted.
     With `profile_dir`, py-spy samples worker.py and bot.py during the burst (tests/bench/profile.py)."""
     kie = BenchKie(api_key="bench-kie-key")
@@ -196,8 +201,11 @@ async def product(make_stack, sampler: RssSampler, n: int, runs: int, profile_di
     sampler.reset("worker")
     sampler.reset("bot")
     spies = [profile(proc.pid, profile_dir / f"{proc.name}.txt") for proc in (worker, bot)] if profile_dir else []
+    pids = {"server": server_pid, "worker": worker.pid, "bot": bot.pid, "bench": os.getpid()}
+    cpu = cpu_seconds(pids)
     start = users.press_all()
     ok = await users.wait_photos(600)
+    cpu_ms = cpu_split(cpu, cpu_seconds(pids), n)
     for spy in spies:
         spy.send_signal(signal.SIGINT)  # py-spy writes its samples on SIGINT
         spy.wait(30)
@@ -210,7 +218,7 @@ async def product(make_stack, sampler: RssSampler, n: int, runs: int, profile_di
     polls = sum(c for tid, c in kie.record_info_calls.items() if chat_by_task.get(tid) in chats)
     out.update(all_delivered=ok, delivered=delivered, duplicates=dups, wall=wall, throughput=delivered / wall,
                burst_p50=median(lat) * 1000, burst_p95=pct(lat, 95) * 1000, burst_p99=pct(lat, 99) * 1000,
-               polls_per_gen=polls / max(delivered, 1), peak_worker=sampler.peak["worker"],
+               polls_per_gen=polls / max(delivered, 1), peak_worker=sampler.peak["worker"], cpu_ms=cpu_ms,
                peak_bot=sampler.peak["bot"])
     await ps.stop()
     return out
