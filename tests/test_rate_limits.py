@@ -10,9 +10,9 @@ import time
 import aiohttp
 import pytest
 
-from imagegen import texts
+from imagegen.i18n import t
 from imagegen.ratelimits import RateLimit
-from imagegen.settings import SettingsError
+from imagegen.settings import Settings, SettingsError
 from tests.support.kie_limits import LimitedKieSimulator, max_in_window
 from tests.support.procstack import ProcStack
 
@@ -20,13 +20,17 @@ from tests.support.procstack import ProcStack
 def test_queue_rate_keeps_the_token_bucket_worst_case_inside_the_limit():
     # Worst case of Temporal's limiter in a window: ceil(rate) + 1 at once, then `rate` per second.
     for text, rate in (("20/10", 1.7), ("10/1", 4.0), ("30/1", 14.0)):
-        limit = RateLimit.parse("X", text)
+        limit = RateLimit.parse(text)
         assert limit.queue_rate == rate
         assert -(-rate // 1) + 1 + rate * limit.window <= limit.count
-    assert RateLimit.parse("X", "off").queue_rate is None
+    assert RateLimit.parse("off").queue_rate is None
     for bad in ("20", "a/b", "-1/1", "2/10"):
-        with pytest.raises(SettingsError):
-            RateLimit.parse("X", bad)
+        with pytest.raises(ValueError):
+            RateLimit.parse(bad)
+    base = {"TELEGRAM_BOT_TOKEN": "1:x", "KIE_API_KEY": "k", "PUBLIC_BASE_URL": "http://a", "CALLBACK_SECRET": "c"}
+    assert Settings.from_env({**base, "KIE_CREATE_LIMIT": "off"}).kie_create_limit.unlimited
+    with pytest.raises(SettingsError, match="KIE_CREATE_LIMIT"):
+        Settings.from_env({**base, "KIE_CREATE_LIMIT": "20"})
 
 
 async def _create(session, kie, i):
@@ -97,7 +101,7 @@ async def test_two_worker_processes_together_keep_kies_createtask_limit(temporal
         assert w1.count("JOB_CREATED") + w2.count("JOB_CREATED") == N_GENERATIONS
         # 36 tasks at 1.7/s cannot take less than ~19 s: the server paced them.
         assert wall > (N_GENERATIONS - 3) / 1.7 - 1
-        queued = [c for c in ps.tg.calls_of("editMessageText") if c.params.get("text") == texts.STATUS_QUEUED]
+        queued = [c for c in ps.tg.calls_of("editMessageText") if c.params.get("text") == t("status.queued", "ru")]
         assert len(queued) >= N_GENERATIONS // 2  # most of them waited their turn, and were told
     finally:
         await ps.stop()
