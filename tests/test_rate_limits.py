@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -120,3 +121,21 @@ async def test_a_rate_limited_confirmation_is_retried_not_left_to_the_next_poll(
     task_id = (await stack.repo.get(job_id))["external_task_id"]
     assert stack.kie.record_info_calls[task_id] == 2  # the refused one and its retry
     assert (await handle.query("status"))["polls"] == 1  # one confirmation, retried inside the activity
+
+
+def test_compose_gives_the_rate_limited_queues_one_partition():
+    """docker compose's Temporal server gets deploy/dynamicconfig.yaml, which pins exactly the three
+    queues the worker derives from the default TEMPORAL_TASK_QUEUE to one partition."""
+    import yaml
+
+    from imagegen.ratelimits import KINDS, queue_name
+
+    root = Path(__file__).resolve().parent.parent
+    compose = yaml.safe_load((root / "docker-compose.yml").read_text())["services"]["temporal"]
+    assert compose["environment"]["DYNAMIC_CONFIG_FILE_PATH"] == "/deploy/dynamicconfig.yaml"
+    assert "./deploy:/deploy:ro" in compose["volumes"]
+    config = yaml.safe_load((root / "deploy" / "dynamicconfig.yaml").read_text())
+    expected = {queue_name(Settings.model_fields["temporal_task_queue"].default, k) for k in KINDS}
+    for key in ("matching.numTaskqueueReadPartitions", "matching.numTaskqueueWritePartitions"):
+        assert {e["constraints"]["taskQueueName"] for e in config[key]} == expected
+        assert all(e["value"] == 1 for e in config[key])
