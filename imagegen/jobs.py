@@ -2,7 +2,9 @@
 
 The lock: one UPDATE takes it (``delivering_at = now(), delivery_owner = <token>``) only while the
 job is undelivered and nobody holds a live lease. ``delivered_at`` is set only after Telegram has
-accepted the photo, in the same statement that records the Telegram message id.
+accepted the photo, in the same statement that records the Telegram message id. The holder renews
+its lease with every heartbeat (``extend_delivery_lease``), so the lease can be short: a live holder
+is never overtaken, a dead one is replaced about one lease after its last renewal.
 """
 
 from __future__ import annotations
@@ -227,6 +229,20 @@ class JobRepository:
         if current["delivered_at"] is not None:
             return LockResult("delivered", current)
         return LockResult("busy", current)
+
+    async def extend_delivery_lease(self, job_id: str, owner: str) -> bool:
+        """Renew the lease of a live holder (every heartbeat of the delivering activity).
+
+        False when `owner` no longer holds the lock (its lease was taken over, or the job is
+        delivered): the holder must stop sending."""
+        result = await self.pool.execute(
+            """
+            UPDATE generation_jobs SET delivering_at = now()
+             WHERE id = $1 AND delivery_owner = $2 AND delivered_at IS NULL
+            """,
+            job_id, owner,
+        )
+        return result.endswith(" 1")
 
     async def mark_delivered(self, job_id: str, owner: str, *, message_id: int | None, level: str) -> bool:
         """Record the accepted photo. Clears the lock only if `owner` still holds it.

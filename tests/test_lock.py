@@ -84,3 +84,25 @@ async def test_create_job_is_idempotent(repo):
     again = await repo.create_job(job_id=job_id, workflow_id=f"zimage-{job_id}", user_id=2, chat_id=2, model="zimage",
                                   prompt="other", aspect_ratio="16:9", status_message_id=None)
     assert again["prompt"] == "p" and again["user_id"] == 1
+
+
+async def test_holder_extends_its_lease_and_is_never_overtaken(repo, pool):
+    job_id = await new_job(repo)
+    assert (await repo.try_acquire_delivery_lock(job_id, "holder", 1)).outcome == "won"
+    for _ in range(3):  # three lease lengths, renewed in between: nobody else gets in
+        await asyncio.sleep(0.6)
+        assert await repo.extend_delivery_lease(job_id, "holder") is True
+        assert (await repo.try_acquire_delivery_lock(job_id, "other", 1)).outcome == "busy"
+    await asyncio.sleep(1.1)  # the holder stops renewing (dead): replaced after one lease
+    assert (await repo.try_acquire_delivery_lock(job_id, "other", 1)).outcome == "won"
+
+
+async def test_extension_fails_for_a_holder_that_lost_the_lock(repo, pool):
+    job_id = await new_job(repo)
+    await repo.try_acquire_delivery_lock(job_id, "old", 60)
+    await pool.execute("UPDATE generation_jobs SET delivering_at = now() - interval '2 minutes' WHERE id = $1", job_id)
+    assert (await repo.try_acquire_delivery_lock(job_id, "new", 60)).outcome == "won"
+    assert await repo.extend_delivery_lease(job_id, "old") is False
+    assert await repo.extend_delivery_lease(job_id, "new") is True
+    assert await repo.mark_delivered(job_id, "new", message_id=5, level="url") is True
+    assert await repo.extend_delivery_lease(job_id, "new") is False  # delivered: nothing left to hold
