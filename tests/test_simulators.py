@@ -16,7 +16,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (TelegramBadRequest, TelegramConflictError, TelegramForbiddenError,
                                 TelegramRetryAfter, TelegramUnauthorizedError)
-from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup
+from aiogram.types import BufferedInputFile, InlineKeyboardButton, InlineKeyboardMarkup, InputMediaPhoto
 from aiohttp import web
 
 from tests.support.images import image_size, make_png
@@ -331,6 +331,49 @@ async def test_tg_commands_per_scope_and_language(tg, bot):
     with pytest.raises(TelegramBadRequest, match="invalid language code"):
         await bot.set_my_commands([BotCommand(command="start", description="x")], language_code="rus")
     assert "language_code" not in tg._user(CHAT + 3)
+
+
+async def test_tg_edit_message_media(http, kie, tg, bot):
+    """editMessageMedia turns the text status message into the photo (URL, attach:// upload), answers
+    "message is not modified" for the same edit, refuses deleted messages and (as an older server)
+    media on a text message; editMessageCaption refuses a text message."""
+    task_id = await finished_task(http, kie)
+    _, info = await record_info(http, kie, task_id)
+    url = json.loads(info["data"]["resultJson"])["resultUrls"][0]
+    status = await bot.send_message(CHAT, "⏳ working")
+    with pytest.raises(TelegramBadRequest, match="there is no caption in the message to edit"):
+        await bot.edit_message_caption(chat_id=CHAT, message_id=status.message_id, caption="x")
+    edited = await bot.edit_message_media(InputMediaPhoto(media=url, caption="✅ done"), chat_id=CHAT,
+                                          message_id=status.message_id)
+    assert edited.message_id == status.message_id and edited.photo and edited.caption == "✅ done"
+    assert edited.text is None and edited.edit_date
+    with pytest.raises(TelegramBadRequest, match="message is not modified"):
+        await bot.edit_message_media(InputMediaPhoto(media=url, caption="✅ done"), chat_id=CHAT,
+                                     message_id=status.message_id)
+    png = make_png(30, 20, seed=4)
+    again = await bot.edit_message_media(InputMediaPhoto(media=BufferedInputFile(png, "i.png"), caption="✅ done"),
+                                         chat_id=CHAT, message_id=status.message_id)
+    assert (again.photo[-1].width, again.photo[-1].height) == (30, 20)
+    call = tg.calls_of("editMessageMedia")[-1]
+    assert call.params["media"]["media"].startswith("attach://") and png in call.files.values()
+    assert [(p.source, p.message_id) for p in tg.photos] == [("edit-url", status.message_id),
+                                                            ("edit-upload", status.message_id)]
+    assert [m["kind"] for m in tg.messages(CHAT)] == ["photo"]  # one message, edited twice
+    assert (await bot.edit_message_caption(chat_id=CHAT, message_id=status.message_id, caption="✅ link")).caption
+    with pytest.raises(TelegramBadRequest, match="there is no text in the message to edit"):
+        await bot.edit_message_text("x", chat_id=CHAT, message_id=status.message_id)
+    kie.file_mode = "404"
+    other = await bot.send_message(CHAT, "⏳ second")
+    with pytest.raises(TelegramBadRequest, match="failed to get HTTP URL content"):
+        await bot.edit_message_media(InputMediaPhoto(media=url), chat_id=CHAT, message_id=other.message_id)
+    tg.media_on_text = False
+    with pytest.raises(TelegramBadRequest, match="there is no media in the message to edit"):
+        await bot.edit_message_media(InputMediaPhoto(media=BufferedInputFile(png, "i.png")), chat_id=CHAT,
+                                     message_id=other.message_id)
+    await bot.delete_message(CHAT, other.message_id)
+    with pytest.raises(TelegramBadRequest, match="message to edit not found"):
+        await bot.edit_message_media(InputMediaPhoto(media=BufferedInputFile(png, "i.png")), chat_id=CHAT,
+                                     message_id=other.message_id)
 
 
 async def test_tg_fault_injection(tg, bot):

@@ -7,10 +7,15 @@ Serves {base}/bot{token}/{method} (GET/POST; multipart, urlencoded or JSON; meth
 and {base}/file/bot{token}/{path}. Methods: getMe, getUpdates (long poll; a newer concurrent getUpdates
 makes the pending one answer 409), setWebhook/deleteWebhook/getWebhookInfo, setMyCommands, sendChatAction,
 sendMessage, sendPhoto and sendDocument (URL fetched like Telegram does, upload, or file_id),
-editMessageText, editMessageCaption, editMessageReplyMarkup, deleteMessage, answerCallbackQuery, getFile,
+editMessageText, editMessageCaption, editMessageMedia (photo by URL, attach:// upload or file_id; also turns
+a text message into a photo, as the current Bot API does — ``media_on_text = False`` makes it refuse that like
+an older server), editMessageReplyMarkup, deleteMessage, answerCallbackQuery, getFile,
 setMyCommands/getMyCommands/deleteMyCommands (one list per scope and language_code).
 
-State: calls (list[Call]), photos (delivered photos), documents (delivered documents), updates (all scripted updates), answered_callbacks,
+Edits answer "message is not modified" when nothing would change (for media: the same image bytes, caption
+and markup).
+
+State: calls (list[Call]), photos (delivered photos, sent or edited in: source "edit-url"/"edit-upload"/…), documents (delivered documents), updates (all scripted updates), answered_callbacks,
 chat_actions, deleted_messages, webhook_url, commands (the default list), command_sets ((scope, language_code)
 -> list), get_updates_calls, get_updates_conflicts, url_fetches.
 Faults: fail_next(method, code, description, retry_after=, times=, hang=), delay_next(method, seconds, times=),
@@ -40,6 +45,7 @@ NOT_MODIFIED = ("Bad Request: message is not modified: specified new message con
                 "exactly the same as a current content and reply markup of the message")
 BAD_QUERY = "Bad Request: query is too old and response timeout expired or query ID is invalid"
 URL_FAILED = "Bad Request: failed to get HTTP URL content"
+NO_MEDIA_TO_EDIT = "Bad Request: there is no media in the message to edit"
 
 
 class TgError(Exception):
@@ -87,6 +93,7 @@ class TelegramSimulator:
         self.url_fetch_timeout = 10.0
         self.max_url_bytes = 5 * 1024 * 1024
         self.max_upload_bytes = 10 * 1024 * 1024
+        self.media_on_text = True  # False: editMessageMedia refuses a text message (an older Bot API server)
         self.calls: list[Call] = []
         self.photos: list[DeliveredPhoto] = []
         self.documents: list[DeliveredPhoto] = []
@@ -117,7 +124,7 @@ class TelegramSimulator:
         self._session: ClientSession | None = None
         names = ["getMe", "getUpdates", "setWebhook", "deleteWebhook", "getWebhookInfo", "setMyCommands",
                  "sendChatAction", "sendMessage", "sendPhoto", "sendDocument", "getMyCommands", "deleteMyCommands",
-                 "editMessageText", "editMessageCaption",
+                 "editMessageText", "editMessageCaption", "editMessageMedia",
                  "editMessageReplyMarkup", "deleteMessage", "answerCallbackQuery", "getFile"]
         self._methods = {n.lower(): (n, getattr(self, "_m_" + n)) for n in names}
         self.bot_user = {"id": int(token.split(":")[0]) if token.split(":")[0].isdigit() else 123456,
@@ -268,7 +275,7 @@ class TelegramSimulator:
         mid = max(chat, default=0) + 1
         rec = {"message_id": mid, "chat_id": chat_id, "from_id": from_id, "date": int(time.time()),
                "edit_date": None, "kind": "text", "text": None, "caption": None, "reply_markup": None,
-               "photo": None, "entities": None, "document": None} | fields
+               "photo": None, "entities": None, "document": None, "sha256": None} | fields
         chat[mid] = rec
         return rec
 
@@ -473,10 +480,43 @@ class TelegramSimulator:
         data, source, url = await self._media(p, f, "photo", self.max_upload_bytes)
         if not is_image(data):
             raise _bad("IMAGE_PROCESS_FAILED")
+        rec = self._new_message(chat_id, None, kind="photo", caption=caption, reply_markup=markup)
+        self._record_photo(rec, data, source, url)
+        return self._message_json(rec)
+
+    def _record_photo(self, rec: dict[str, Any], data: bytes, source: str, url: str | None) -> None:
         sizes = self._store_file(data)
-        rec = self._new_message(chat_id, None, kind="photo", caption=caption, reply_markup=markup, photo=sizes)
-        self.photos.append(DeliveredPhoto(chat_id, source, url, hashlib.sha256(data).hexdigest(), len(data),
-                                          caption, rec["message_id"], sizes[-1]["file_id"]))
+        rec.update(kind="photo", photo=sizes, sha256=hashlib.sha256(data).hexdigest())
+        self.photos.append(DeliveredPhoto(rec["chat_id"], source, url, rec["sha256"], len(data), rec["caption"],
+                                          rec["message_id"], sizes[-1]["file_id"]))
+
+    async def _m_editMessageMedia(self, p: dict, f: dict) -> Any:
+        rec = self._bot_message(p)
+        media = p.get("media")
+        if not isinstance(media, dict) or "media" not in media:
+            raise _bad("can't parse InputMedia: media not found")
+        if media.get("type") != "photo":
+            raise _bad("the simulator edits photos only")
+        if rec["kind"] == "text" and not self.media_on_text:
+            raise TgError(400, NO_MEDIA_TO_EDIT)
+        caption = media.get("caption")
+        if caption and len(caption) > 1024:
+            raise _bad("message caption is too long")
+        ref, upload = media["media"], {}
+        if isinstance(ref, str) and ref.startswith("attach://"):
+            if ref[9:] not in f:
+                raise _bad("can't find attached file")
+            upload = {"photo": f[ref[9:]]}
+        data, source, url = await self._media({"photo": ref}, upload, "photo", self.max_upload_bytes)
+        if not is_image(data):
+            raise _bad("IMAGE_PROCESS_FAILED")
+        markup = self._markup(p) or None
+        norm = lambda m: m if m and m.get("inline_keyboard") else None  # noqa: E731
+        if rec["kind"] == "photo" and rec["sha256"] == hashlib.sha256(data).hexdigest() \
+                and rec["caption"] == caption and norm(rec["reply_markup"]) == norm(markup):
+            raise _bad(NOT_MODIFIED.removeprefix("Bad Request: "))
+        rec.update(text=None, entities=None, caption=caption, reply_markup=markup, edit_date=int(time.time()))
+        self._record_photo(rec, data, "edit-" + source, url)
         return self._message_json(rec)
 
     async def _m_sendDocument(self, p: dict, f: dict) -> Any:
@@ -506,6 +546,8 @@ class TelegramSimulator:
             if len(new["text"]) > 4096:
                 raise _bad("MESSAGE_TOO_LONG")
         elif field_name == "caption":
+            if rec["kind"] == "text":
+                raise _bad("there is no caption in the message to edit")
             new["caption"] = p.get("caption")
         new["reply_markup"] = self._markup(p) or None
         norm = lambda m: m if m and m.get("inline_keyboard") else None  # noqa: E731
