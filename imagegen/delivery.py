@@ -59,6 +59,7 @@ class DownloadError(Exception):
 class DeliveryResult:
     level: str  # "url" | "bytes" | "text"
     message_id: int
+    edited: bool = False  # DELIVERY_MODE=edit: the status message itself became the result
 
 
 def classify_telegram_error(exc: BaseException) -> Exception | None:

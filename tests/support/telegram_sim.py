@@ -118,6 +118,7 @@ class TelegramSimulator:
         self._allowed: list[str] = []
         self._faults: dict[str, list[dict[str, Any]]] = {}
         self._chats: dict[int, dict[int, dict[str, Any]]] = {}
+        self._last_mid: dict[int, int] = {}
         self._files: dict[str, dict[str, Any]] = {}
         self._queries: dict[str, dict[str, Any]] = {}
         self._runner: web.AppRunner | None = None
@@ -272,7 +273,7 @@ class TelegramSimulator:
     def _new_message(self, chat_id: int, from_id: int | None, **fields: Any) -> dict[str, Any]:
         """Store a message; from_id None means the bot sent it."""
         chat = self._chats.setdefault(chat_id, {})
-        mid = max(chat, default=0) + 1
+        mid = self._last_mid[chat_id] = self._last_mid.get(chat_id, 0) + 1  # never reused, even after a delete
         rec = {"message_id": mid, "chat_id": chat_id, "from_id": from_id, "date": int(time.time()),
                "edit_date": None, "kind": "text", "text": None, "caption": None, "reply_markup": None,
                "photo": None, "entities": None, "document": None, "sha256": None} | fields
