@@ -44,10 +44,12 @@ class SettingsError(Exception):
 DEFAULT_POLL_SCHEDULE = "30:3,120:8,900:20"
 MAX_WAIT_LIMIT_SECONDS = 24 * 3600  # a schedule that waits longer than a day is a typo
 
-# The delivery lease bounds (docs/reliability.md): an attempt sends for at most 0.75 × lease, which
-# must stay inside the deliver activity's start-to-close timeout (100 s, workflows/generation.py).
-MIN_LEASE_SECONDS = 4
-MAX_LEASE_SECONDS = 130
+# The delivery lease (docs/reliability.md): the holder renews it with every heartbeat (every 2 s), so
+# it only has to outlast a few missed renewals; a dead holder is replaced about one lease after its last
+# renewal. A holder that could not renew for half a lease stops sending.
+DEFAULT_LEASE_SECONDS = 20
+MIN_LEASE_SECONDS = 6
+MAX_LEASE_SECONDS = 120
 
 
 def parse_poll_schedule(text: str) -> list[tuple[float, float]]:
@@ -160,8 +162,12 @@ class Settings(BaseSettings):
 
     # --- generation and delivery ---
     poll_schedule: PollSchedule = Field(default_factory=lambda: parse_poll_schedule(DEFAULT_POLL_SCHEDULE))
-    # Delivery lock lease: a holder that has not finished within this many seconds is presumed dead.
-    delivery_lease_seconds: Annotated[int, Field(ge=MIN_LEASE_SECONDS, le=MAX_LEASE_SECONDS)] = 120
+    # Delivery lock lease, renewed by the holder's heartbeats: a lock not renewed for this long is
+    # presumed dead and may be taken over.
+    delivery_lease_seconds: Annotated[int, Field(ge=MIN_LEASE_SECONDS, le=MAX_LEASE_SECONDS)] = DEFAULT_LEASE_SECONDS
+    # "send": a new photo message (sendPhoto); "edit": the status message becomes the photo
+    # (editMessageMedia), which a retry after a crash cannot repeat. See docs/reliability.md.
+    delivery_mode: Annotated[Literal["send", "edit"], BeforeValidator(_lower)] = "send"
     # Byte-download fallback (level 2): cap and timeout.
     download_max_bytes: Annotated[int, Field(ge=1024, le=50 * 1024 * 1024)] = 10 * 1024 * 1024
     download_timeout_seconds: Seconds = 30.0

@@ -25,12 +25,19 @@ def test_missing_required_setting_is_named(missing):
 
 @pytest.mark.parametrize("key,value", [("HTTP_PORT", "eighty"), ("KIE_API_BASE", "ftp://x"),
                                        ("DELIVERY_LEASE_SECONDS", "600"), ("DELIVERY_LEASE_SECONDS", "1"),
+                                       ("DELIVERY_MODE", "fax"),
                                        ("POLL_SCHEDULE", "fast"), ("POLL_SCHEDULE", "10:0"),
                                        ("POLL_SCHEDULE", "60:5,30:2")])
 def test_malformed_setting_is_named(key, value):
     with pytest.raises(SettingsError) as err:
         Settings.from_env({**BASE, key: value})
     assert key in str(err.value)
+
+
+def test_delivery_defaults_short_renewed_lease_and_send_mode():
+    s = Settings.from_env(BASE)
+    assert s.delivery_lease_seconds == 20 and s.delivery_mode == "send"
+    assert Settings.from_env({**BASE, "DELIVERY_MODE": "Edit"}).delivery_mode == "edit"
 
 
 def test_default_schedule_follows_kie_advice():
