@@ -21,6 +21,7 @@ from aiohttp import web
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 
+from imagegen.bot import db_outage
 from imagegen.bot.callback_api import STATS_KEY, build_http_app
 from imagegen.bot.fsm_storage import PostgresStorage
 from imagegen.bot.gate import UpdateGate
@@ -56,6 +57,7 @@ def build_dispatcher(temporal: Client, settings: Settings, pool: asyncpg.Pool | 
     UserLocaleMiddleware(users).setup(dp)  # the user's language on every event (data["lang"])
     dp.include_router(build_router())
     dp.startup.register(publish_commands)  # the translated command menu, when polling starts
+    db_outage.install(dp)
     return dp
 
 
