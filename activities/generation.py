@@ -26,12 +26,14 @@ from imagegen.contracts import (
     QueueStatusInput,
     StatusProgress,
 )
+from activities import budget
+from activities.lease import LeaseKeeper
 from imagegen.delivery import (
     PermanentDeliveryError,
     RetryableDeliveryError,
     classify_telegram_error,
-    send_result,
 )
+from imagegen.delivery_edit import deliver_result
 from imagegen.bot.keyboards import result_keyboard
 from imagegen.i18n import t
 from imagegen.jobs import JobRepository
@@ -44,7 +46,6 @@ from imagegen.models import MODELS
 from imagegen.settings import Settings
 
 
-HEARTBEAT_EVERY_SECONDS = 2.0
 # Failures the code expects and retries (Kie 429/5xx, lock busy, Telegram 429/5xx/403): the SDK logs
 # BENIGN ones at DEBUG without a traceback; our own log line (with the correlation id) says what happened.
 BENIGN = ApplicationErrorCategory.BENIGN
@@ -64,12 +65,6 @@ def _retry_delay(err: RetryableDeliveryError) -> timedelta | None:
     return ratelimits.jittered(err.retry_after) if err.retry_after else None
 
 
-def attempt_budget(lease_seconds: float) -> float:
-    """How long one delivery attempt may spend sending. Strictly inside the lease, so a holder that
-    is still alive always finishes (and releases or marks) before anyone may take its lock over."""
-    return max(2.0, lease_seconds * 0.75)
-
-
 class GenerationActivities:
     def __init__(self, *, settings: Settings, repo: JobRepository, kie: KieClient, bot: Bot):
         self.settings = settings
@@ -82,6 +77,7 @@ class GenerationActivities:
     async def create_task(self, inp: CreateTaskInput) -> str:
         """Record the job and create the Kie task; on a retry, reuse the task already created."""
         model = MODELS[inp.model]
+        deadline = budget.attempt_deadline()
         job = await self.repo.create_job(
             job_id=inp.job_id,
             workflow_id=inp.workflow_id,
@@ -98,7 +94,8 @@ class GenerationActivities:
         earlier = _memo(activity.info().heartbeat_details, "task_id", str)
         if earlier is not None:  # a previous attempt got a task id but could not store it
             task_id = earlier["task_id"]
-            await self._retry_db(inp.job_id, "set_task_id", lambda: self.repo.set_task_id(inp.job_id, task_id))
+            await self._retry_db(inp.job_id, "set_task_id", lambda: self.repo.set_task_id(inp.job_id, task_id),
+                                 deadline, earlier)
             log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, reused=True)
             return task_id
         try:
@@ -122,8 +119,10 @@ class GenerationActivities:
                                    category=BENIGN) from None
         # Kie has no idempotency key either: once it answered, keep its task id even if Postgres is
         # briefly away (heartbeated for a retried attempt, and the write retried here).
-        activity.heartbeat({"task_id": task_id})
-        await self._retry_db(inp.job_id, "set_task_id", lambda: self.repo.set_task_id(inp.job_id, task_id))
+        memo = {"task_id": task_id}
+        activity.heartbeat(memo)
+        await self._retry_db(inp.job_id, "set_task_id", lambda: self.repo.set_task_id(inp.job_id, task_id),
+                             deadline, memo)
         log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, model=model.kie_model,
                   aspect_ratio=inp.aspect_ratio)
         return task_id
@@ -168,22 +167,27 @@ class GenerationActivities:
 
     @activity.defn(name="deliver")
     async def deliver(self, inp: DeliverInput) -> DeliverResult:
-        """Take the lock, send with the 3-level fallback, mark delivered only after Telegram accepted.
+        """Take the lock, deliver with the 3-level fallback (DELIVERY_MODE: a new photo, or the status
+        message edited into it), mark delivered only after Telegram accepted.
 
-        Once Telegram has accepted the photo this attempt never sends again: the accepted message
-        id is heartbeated at once, recording it in Postgres is retried within the attempt, and a
-        later attempt that finds it in the heartbeat details only records it (see docs/reliability.md).
+        The lease is renewed with every heartbeat while sending (activities/lease.py); a holder that
+        cannot keep it stops sending. Once Telegram has accepted, this attempt never sends again: the
+        accepted message id is heartbeated at once, recording it in Postgres is retried within the
+        attempt's budget, and a later attempt that finds it in the heartbeat details only records it
+        (see docs/reliability.md).
         """
         info = activity.info()
+        deadline = budget.attempt_deadline()
+        lease = self.settings.delivery_lease_seconds
         owner = f"{info.workflow_id}#{info.attempt}#{uuid.uuid4().hex[:8]}"
         accepted = _memo(info.heartbeat_details, "message_id", int)
         if accepted is not None:
             activity.heartbeat(accepted)  # carry it forward in case recording fails again
             log_event(inp.job_id, "DELIVER_ALREADY_ACCEPTED", message_id=accepted["message_id"],
                       level=accepted["level"], attempt=info.attempt)
-            return await self._record_delivery(inp.job_id, accepted)
+            return await self._record_delivery(inp.job_id, accepted, deadline)
 
-        lock = await self.repo.try_acquire_delivery_lock(inp.job_id, owner, self.settings.delivery_lease_seconds)
+        lock = await self.repo.try_acquire_delivery_lock(inp.job_id, owner, lease)
         metrics.count("imagegen_delivery_lock", outcome=lock.outcome)  # won / busy / delivered / missing
         if lock.outcome == "delivered":
             log_event(inp.job_id, "DELIVER_LOCK_SKIP", reason="already delivered")
@@ -191,29 +195,24 @@ class GenerationActivities:
         if lock.outcome == "missing":
             raise ApplicationError(f"job {inp.job_id} not found", type="PermanentDeliveryError", non_retryable=True)
         if lock.outcome == "busy":
-            log_event(inp.job_id, "DELIVER_LOCK_SKIP", reason="another owner is delivering", owner=lock.job["delivery_owner"])
-            raise ApplicationError("delivery lock held by another owner", type="DeliveryLockBusy", category=BENIGN)
+            # Come back when the holder's lease runs out (a dead holder no longer renews it).
+            retry_in = min(lock.lease_left + 0.5, float(lease))
+            log_event(inp.job_id, "DELIVER_LOCK_SKIP", reason="another owner is delivering",
+                      owner=lock.job["delivery_owner"], retry_in=round(retry_in, 1))
+            raise ApplicationError("delivery lock held by another owner", type="DeliveryLockBusy", category=BENIGN,
+                                   next_retry_delay=timedelta(seconds=retry_in))
 
         log_event(inp.job_id, "DELIVER_LOCK_WIN", owner=owner)
-        model = MODELS[inp.model]
-        log_event(inp.job_id, "DELIVER_START", chat_id=inp.chat_id, attempt=info.attempt)
+        log_event(inp.job_id, "DELIVER_START", chat_id=inp.chat_id, attempt=info.attempt,
+                  mode=self.settings.delivery_mode)
         beat: dict = {}
-        heartbeat = asyncio.create_task(self._heartbeat(beat))
+        send = asyncio.ensure_future(self._send(inp, lock.job.get("status_message_id")))
+        keeper = LeaseKeeper(self.repo, inp.job_id, owner, lease, beat)
+        keeping = asyncio.create_task(keeper.run(send))
         try:
             try:
-                async with asyncio.timeout(attempt_budget(self.settings.delivery_lease_seconds)):
-                    result = await send_result(
-                        self.bot,
-                        inp.chat_id,
-                        inp.url,
-                        caption=t("caption", inp.lang, model=model.title(inp.lang), ratio=inp.aspect_ratio),
-                        link_text=t("result_link", inp.lang, url=inp.url),
-                        reply_markup=result_keyboard(inp.job_id, inp.lang),
-                        corr_id=inp.job_id,
-                        max_bytes=self.settings.download_max_bytes,
-                        download_timeout=self.settings.download_timeout_seconds,
-                        allow_private=self.settings.allow_private_urls,
-                    )
+                async with asyncio.timeout(max(budget.remaining(deadline) - budget.RECORD_RESERVE_SECONDS, 1.0)):
+                    result = await send
             except TimeoutError:
                 await self.repo.release_delivery_lock(inp.job_id, owner, error="delivery attempt timed out")
                 log_event(inp.job_id, "DELIVER_RETRY", error="attempt budget exceeded")
@@ -229,50 +228,69 @@ class GenerationActivities:
                 log_event(inp.job_id, "DELIVER_RETRY", error=redact(exc), retry_after=exc.retry_after or "")
                 raise ApplicationError(redact(exc), type="RetryableDeliveryError",
                                        next_retry_delay=_retry_delay(exc), category=BENIGN) from None
+            except asyncio.CancelledError:
+                if not keeper.lost or asyncio.current_task().cancelling():
+                    await asyncio.shield(self.repo.release_delivery_lock(inp.job_id, owner))
+                    raise
+                # The lease could not be kept: stop here, a later attempt delivers.
+                raise ApplicationError(f"delivery stopped: {keeper.lost}", type="RetryableDeliveryError",
+                                       category=BENIGN) from None
             except BaseException:
                 await asyncio.shield(self.repo.release_delivery_lock(inp.job_id, owner))
                 raise
             # Accepted by Telegram: from here on, never send again.
             beat.update(message_id=result.message_id, level=result.level, owner=owner)
             activity.heartbeat(dict(beat))
-            log_event(inp.job_id, "DELIVER_OK", level=result.level, message_id=result.message_id)
-            return await self._record_delivery(inp.job_id, dict(beat))
+            log_event(inp.job_id, "DELIVER_OK", level=result.level, message_id=result.message_id,
+                      edited=result.edited, lease_renewals=keeper.renewals)
+            return await self._record_delivery(inp.job_id, dict(beat), deadline)
         finally:
-            heartbeat.cancel()
+            keeping.cancel()
+            if not send.done():
+                send.cancel()
 
-    async def _record_delivery(self, job_id: str, accepted: dict) -> DeliverResult:
+    async def _send(self, inp: DeliverInput, status_message_id: int | None):
+        model = MODELS[inp.model]
+        caption = t("caption", inp.lang, model=model.title(inp.lang), ratio=inp.aspect_ratio)
+        link_text = t("result_link", inp.lang, url=inp.url)
+        edit = self.settings.delivery_mode == "edit"
+        done = t("status.done", inp.lang)
+        return await deliver_result(
+            self.bot, self.settings.delivery_mode, inp.chat_id, status_message_id, inp.url,
+            caption=caption,
+            edit_caption=f"{caption}\n{done}",
+            link_text=f"{link_text}\n{done}" if edit else link_text,
+            reply_markup=result_keyboard(inp.job_id, inp.lang),
+            corr_id=inp.job_id,
+            max_bytes=self.settings.download_max_bytes,
+            download_timeout=self.settings.download_timeout_seconds,
+            allow_private=self.settings.allow_private_urls,
+        )
+
+    async def _record_delivery(self, job_id: str, accepted: dict, deadline: float) -> DeliverResult:
         """Set delivered_at with the message id; retried here while Postgres is unreachable."""
         held = await self._retry_db(job_id, "mark_delivered", lambda: self.repo.mark_delivered(
-            job_id, accepted["owner"], message_id=accepted["message_id"], level=accepted["level"]))
+            job_id, accepted["owner"], message_id=accepted["message_id"], level=accepted["level"]),
+            deadline, accepted)
         log_event(job_id, "MARK_DELIVERED", message_id=accepted["message_id"], lock_held=held)
         return DeliverResult("delivered", accepted["level"], accepted["message_id"])
 
-    async def _retry_db(self, job_id: str, what: str, call):
-        """Run a database write that must not be lost, retrying for up to one attempt budget."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + attempt_budget(self.settings.delivery_lease_seconds)
+    async def _retry_db(self, job_id: str, what: str, call, deadline: float, memo: dict):
+        """Run a database write that must not be lost, retrying until the attempt's `deadline`
+        (activities/budget.py) and heartbeating `memo` meanwhile, so that neither start_to_close nor
+        the heartbeat timeout ends the attempt first; a later attempt finds `memo` and only writes."""
         delay = 0.2
         while True:
             try:
-                return await call()
+                return await asyncio.wait_for(call(), max(budget.remaining(deadline), 0.5))
             except Exception as exc:  # connection refused, server restarting, pool errors…
-                if loop.time() + delay > deadline:
+                activity.heartbeat(dict(memo))
+                if budget.remaining(deadline) < delay:
                     log_event(job_id, "DB_WRITE_FAILED", what=what, error=redact(f"{type(exc).__name__}: {exc}")[:200])
                     raise ApplicationError(f"could not {what}: {type(exc).__name__}",
                                            type="DatabaseUnavailable") from None
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 3.0)
-
-    @staticmethod
-    async def _heartbeat(details: dict) -> None:
-        """Tell Temporal this attempt is alive, so a dead worker is noticed within the heartbeat
-        timeout; once Telegram accepted the photo, every heartbeat carries its message id."""
-        while True:
-            if details:
-                activity.heartbeat(dict(details))
-            else:
-                activity.heartbeat()
-            await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
+                delay = min(delay * 2, 2.0)
 
     @activity.defn(name="finish")
     async def finish(self, inp: FinishInput) -> None:
@@ -283,6 +301,11 @@ class GenerationActivities:
         text = status_text(inp.outcome, inp.detail, inp.lang)  # human; the raw detail stays in logs and the row
         log_event(inp.job_id, "FINISHED", outcome=inp.outcome, **({"detail": inp.detail} if inp.detail else {}))
         if text is None:  # undeliverable: the user cannot be reached
+            return
+        if inp.outcome == "done" and await self._status_became_result(inp):
+            # DELIVERY_MODE=edit: the status message IS the picture (its caption carries the ✅), and
+            # Telegram does not notify on edits: one short message that does.
+            await self._show_status(inp.job_id, inp.chat_id, None, t("notice.done", inp.lang))
             return
         await self._show_status(inp.job_id, inp.chat_id, inp.status_message_id, text)
 
@@ -296,6 +319,12 @@ class GenerationActivities:
             text = t("status.started", inp.lang, model=model.title(inp.lang) if model else inp.model,
                      ratio=inp.aspect_ratio)
         await self._show_status(inp.job_id, inp.chat_id, inp.status_message_id, text)
+
+    async def _status_became_result(self, inp: FinishInput) -> bool:
+        if inp.status_message_id is None:
+            return False
+        job = await self.repo.get(inp.job_id)
+        return job is not None and job["delivered_message_id"] == inp.status_message_id
 
     async def _show_status(self, job_id: str, chat_id: int, message_id: int | None, text: str) -> None:
         try:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest
-from aiogram.types import BufferedInputFile, InputMediaPhoto
+from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto
 
 from .delivery import (
     DeliveryResult,
@@ -70,12 +70,13 @@ async def edit_result(
     max_bytes: int,
     download_timeout: float,
     allow_private: bool = False,
+    reply_markup: InlineKeyboardMarkup | None = None,
 ) -> DeliveryResult:
     """Edit message `message_id` into the result; the DeliveryResult carries that same message id."""
     # Level 1: Telegram fetches the URL.
     try:
         await bot.edit_message_media(InputMediaPhoto(media=url, caption=caption), chat_id=chat_id,
-                                     message_id=message_id)
+                                     message_id=message_id, reply_markup=reply_markup)
         return DeliveryResult("url", message_id, edited=True)
     except StatusMessageGone:
         raise
@@ -88,7 +89,7 @@ async def edit_result(
     try:
         data = await download_image(url, max_bytes=max_bytes, timeout=download_timeout, allow_private=allow_private)
         media = InputMediaPhoto(media=BufferedInputFile(data, filename="image.png"), caption=caption)
-        await bot.edit_message_media(media, chat_id=chat_id, message_id=message_id)
+        await bot.edit_message_media(media, chat_id=chat_id, message_id=message_id, reply_markup=reply_markup)
         return DeliveryResult("bytes", message_id, edited=True)
     except DownloadError as exc:
         log_event(corr_id, "DELIVER_FALLBACK", level="text", reason=f"download: {exc}"[:200], mode="edit")
@@ -102,11 +103,13 @@ async def edit_result(
     # Level 3: the link, as the message's text (or caption, if it is a photo already).
     try:
         try:
-            await bot.edit_message_text(text=link_text, chat_id=chat_id, message_id=message_id)
+            await bot.edit_message_text(text=link_text, chat_id=chat_id, message_id=message_id,
+                                        reply_markup=reply_markup)
         except TelegramBadRequest as exc:
             if "no text in the message" not in exc.message.lower():
                 raise
-            await bot.edit_message_caption(caption=link_text, chat_id=chat_id, message_id=message_id)
+            await bot.edit_message_caption(caption=link_text, chat_id=chat_id, message_id=message_id,
+                                           reply_markup=reply_markup)
         return DeliveryResult("text", message_id, edited=True)
     except Exception as exc:
         if _edited(exc):
@@ -128,10 +131,11 @@ async def deliver_result(
     max_bytes: int,
     download_timeout: float,
     allow_private: bool = False,
+    reply_markup: InlineKeyboardMarkup | None = None,
 ) -> DeliveryResult:
     """Deliver in `mode` ("send" | "edit"); edit mode falls back to sending when there is nothing to edit."""
     common = dict(corr_id=corr_id, max_bytes=max_bytes, download_timeout=download_timeout,
-                  allow_private=allow_private)
+                  allow_private=allow_private, reply_markup=reply_markup)
     if mode == "edit" and status_message_id is not None:
         try:
             return await edit_result(bot, chat_id, status_message_id, url, caption=edit_caption,

@@ -42,6 +42,7 @@ class LockResult:
 
     outcome: str
     job: dict[str, Any] | None = None
+    lease_left: float = 0.0  # "busy": seconds until the holder's lease runs out unless it renews it
 
 
 @dataclass(frozen=True)
@@ -223,12 +224,21 @@ class JobRepository:
         )
         if row is not None:
             return LockResult("won", dict(row))
-        current = await self.get(job_id)
+        current = await self.pool.fetchrow(
+            f"""
+            SELECT {_COLUMNS}, GREATEST(0, EXTRACT(EPOCH FROM
+                       delivering_at + make_interval(secs => $2) - now()))::float8 AS lease_left
+              FROM generation_jobs WHERE id = $1
+            """,
+            job_id, float(lease_seconds),
+        )
         if current is None:
             return LockResult("missing")
-        if current["delivered_at"] is not None:
-            return LockResult("delivered", current)
-        return LockResult("busy", current)
+        job = dict(current)
+        lease_left = job.pop("lease_left") or 0.0
+        if job["delivered_at"] is not None:
+            return LockResult("delivered", job)
+        return LockResult("busy", job, lease_left=float(lease_left))
 
     async def extend_delivery_lease(self, job_id: str, owner: str) -> bool:
         """Renew the lease of a live holder (every heartbeat of the delivering activity).

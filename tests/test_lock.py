@@ -89,6 +89,8 @@ async def test_create_job_is_idempotent(repo):
 async def test_holder_extends_its_lease_and_is_never_overtaken(repo, pool):
     job_id = await new_job(repo)
     assert (await repo.try_acquire_delivery_lock(job_id, "holder", 1)).outcome == "won"
+    busy = await repo.try_acquire_delivery_lock(job_id, "other", 1)
+    assert busy.outcome == "busy" and 0.5 < busy.lease_left <= 1.0  # when to come back
     for _ in range(3):  # three lease lengths, renewed in between: nobody else gets in
         await asyncio.sleep(0.6)
         assert await repo.extend_delivery_lease(job_id, "holder") is True

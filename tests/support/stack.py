@@ -47,7 +47,7 @@ async def start_generation_workflow(client: Client, bot, task_queue: str, poll_s
 
 class Stack:
     def __init__(self, *, client: Client, pool: asyncpg.Pool, dsn: str, task_queue: str,
-                 poll_schedule: list[tuple[float, float]] | None = None):
+                 poll_schedule: list[tuple[float, float]] | None = None, **settings_overrides: Any):
         self.client = client
         self.pool = pool
         self.repo = JobRepository(pool)
@@ -57,6 +57,7 @@ class Stack:
         self.tg = TelegramSimulator(token="123456:TEST-TOKEN")
         self.http_port = free_port()
         self.poll_schedule = poll_schedule or list(FAST_SCHEDULE)
+        self.settings_overrides = settings_overrides  # e.g. delivery_mode="edit"
         self._tasks: list[asyncio.Task] = []
         self._runner = None
         self.workers: list[Worker] = []
@@ -89,7 +90,7 @@ class Stack:
     async def start(self) -> None:
         await self.kie.start()
         await self.tg.start()
-        self.config = self.settings()
+        self.config = self.settings(**self.settings_overrides)
         self.bot = create_bot(self.config.telegram_bot_token.get_secret_value(), self.config.telegram_api_base, timeout=10)
         self.kie_client = KieClient(self.config.kie_api_base, self.config.kie_api_key.get_secret_value())
         self.activities = GenerationActivities(settings=self.config, repo=self.repo, kie=self.kie_client, bot=self.bot)

@@ -1,0 +1,35 @@
+"""Time budgets inside one activity attempt (docs/reliability.md, "Budgets that add up").
+
+Every retry loop inside an activity ends before the attempt's ``start_to_close`` with a margin, so
+Temporal never times an attempt out while it still works (and starts another that would send again
+or create a second paid Kie task); and it keeps heartbeating, so a heartbeat timeout cannot either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timezone
+
+from temporalio import activity
+
+# An attempt finishes its own work this long before start_to_close: time for the final write (lock
+# release) and for the answer to reach the Temporal server.
+MARGIN_SECONDS = 5.0
+# Of a delivery attempt, the part reserved for recording an accepted delivery in Postgres (retried
+# while the database is away): sending stops this long before the attempt's own end.
+RECORD_RESERVE_SECONDS = 20.0
+# Used when the activity has no start_to_close (tests calling an activity directly).
+FALLBACK_SECONDS = 60.0
+
+
+def attempt_deadline(margin: float = MARGIN_SECONDS) -> float:
+    """The event-loop time by which the running activity attempt must be done with its own work."""
+    info = activity.info()
+    timeout = info.start_to_close_timeout.total_seconds() if info.start_to_close_timeout else FALLBACK_SECONDS
+    elapsed = (datetime.now(timezone.utc) - info.started_time).total_seconds()
+    elapsed = min(max(elapsed, 0.0), timeout)
+    return asyncio.get_running_loop().time() + max(timeout - elapsed - margin, 1.0)
+
+
+def remaining(deadline: float) -> float:
+    return deadline - asyncio.get_running_loop().time()
