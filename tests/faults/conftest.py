@@ -1,5 +1,6 @@
 """Fixtures of the fault matrix.
 
+mode         the DELIVERY_MODE of the cell: every cell runs once per mode of FAULTS_MODES (send,edit).
 fstack       the in-process pipeline (tests/support/stack.py) with the fault simulators of
              tests/faults/sims.py and a short Telegram client timeout.
 procstack    a factory of process-level stacks (tests/support/procstack.py) on the session's
@@ -18,7 +19,7 @@ import uuid
 import pytest
 import pytest_asyncio
 
-from tests.faults.matrix import SUMMARIES, results_path
+from tests.faults.matrix import MODES, SUMMARIES, results_path
 from tests.faults.sims import FaultKie, FaultTelegram
 from tests.support.procstack import ProcStack
 from tests.support.stack import Stack
@@ -26,11 +27,18 @@ from tests.support.stack import Stack
 TELEGRAM_TIMEOUT = 3.0  # the in-process worker's aiogram timeout, so that "Telegram hangs" cells are quick
 
 
+@pytest.fixture(params=MODES)
+def mode(request) -> str:
+    return request.param
+
+
 @pytest_asyncio.fixture
-async def fstack(temporal_env, pg_dsn, pool):
-    s = Stack(client=temporal_env.client, pool=pool, dsn=pg_dsn, task_queue=f"faults-{uuid.uuid4().hex[:10]}")
+async def fstack(temporal_env, pg_dsn, pool, mode):
+    s = Stack(client=temporal_env.client, pool=pool, dsn=pg_dsn, task_queue=f"faults-{uuid.uuid4().hex[:10]}",
+              delivery_mode=mode)
     s.kie = FaultKie(api_key="test-kie-key")
     s.tg = FaultTelegram(token=s.tg.token)
+    s.tg.delivery_mode = mode
     await s.start()
     s.bot.session.timeout = TELEGRAM_TIMEOUT
     try:
@@ -46,13 +54,15 @@ def temporal_address(temporal_env) -> str:
 
 
 @pytest_asyncio.fixture
-async def procstack(temporal_env, temporal_address, pg_dsn):
+async def procstack(temporal_env, temporal_address, pg_dsn, mode):
     made: list[ProcStack] = []
 
     async def make(name: str, *, dsn: str | None = None, address: str | None = None, **kwargs) -> ProcStack:
         kwargs.setdefault("kie", FaultKie(api_key="faults-kie-key"))
         # A bot token of its own: the polling singleton's advisory lock is keyed by it.
         kwargs.setdefault("tg", FaultTelegram(token=f"{random.randint(10**8, 10**9)}:FAULTS-{name}"))
+        kwargs["tg"].delivery_mode = mode
+        kwargs["extra_env"] = {"DELIVERY_MODE": mode, **kwargs.get("extra_env", {})}
         client = None if address else temporal_env.client
         ps = ProcStack(name=name, dsn=dsn or pg_dsn, temporal_address=address or temporal_address, client=client,
                        **kwargs)

@@ -28,6 +28,25 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 TERMINAL_STATES = {"delivered", "fail", "timeout", "error", "undeliverable"}
 RESULT_LINK_PREFIX = t("result_link", "ru").split("{")[0]
 ERROR_PREFIXES = ("❌", "⌛")
+# DELIVERY_MODE of the cells (env FAULTS_MODES, default both): every cell runs once per mode.
+MODES = [m.strip() for m in os.environ.get("FAULTS_MODES", "send,edit").split(",") if m.strip()]
+PHOTO_METHOD = {"send": "sendPhoto", "edit": "editMessageMedia"}  # the call that delivers the picture
+
+
+def mode_of(tg: Any) -> str:
+    return getattr(tg, "delivery_mode", "send")
+
+
+def photo_method(tg: Any) -> str:
+    return PHOTO_METHOD[mode_of(tg)]
+
+
+def trade_off(tg: Any, exposed: int) -> int:
+    """Duplicates a cell may show: the no-idempotency-key window exists for sendPhoto only; an edit
+    repeated after a crash lands on the same message (0 repeated pictures)."""
+    return exposed if mode_of(tg) == "send" else 0
+
+
 SUMMARIES: list[str] = []  # printed at the end of the session (conftest's terminal summary)
 
 
@@ -96,13 +115,23 @@ async def job_rows(dsn: str, job_ids: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def result_messages(tg: Any, chat_id: int) -> list[tuple[str, int]]:
-    """Everything that delivered a result to the chat: photos, and link messages (fallback level 3)."""
-    out = [("photo", p.message_id) for p in tg.photos if p.chat_id == chat_id]
-    for c in tg.calls_of("sendMessage"):
-        if c.status == 200 and int(c.params.get("chat_id", 0)) == chat_id \
-                and str(c.params.get("text", "")).startswith(RESULT_LINK_PREFIX):
-            out.append(("link", c.response["result"]["message_id"]))
-    return out
+    """The distinct messages that carry a result in the chat: photos (sent, or edited into a message:
+    editing the same message again is still one picture), and link messages (fallback level 3)."""
+    out: dict[int, str] = {}
+    for p in tg.photos:
+        if p.chat_id == chat_id:
+            out.setdefault(p.message_id, "photo")
+    for c in tg.calls_of("sendMessage") + tg.calls_of("editMessageText") + tg.calls_of("editMessageCaption"):
+        text = str(c.params.get("text", c.params.get("caption", "")))
+        if c.status == 200 and int(c.params.get("chat_id", 0)) == chat_id and text.startswith(RESULT_LINK_PREFIX):
+            out.setdefault(c.response["result"]["message_id"], "link")
+    return [(kind, mid) for mid, kind in out.items()]
+
+
+def done_notices(tg: Any, chat_id: int) -> int:
+    """The "✅ Готово ↑" notifications accepted for this chat (edit mode sends one after the edit)."""
+    return sum(1 for c in tg.calls_of("sendMessage") if c.status == 200 and int(c.params.get("chat_id", 0)) == chat_id
+               and c.params.get("text") == t("notice.done", "ru"))
 
 
 def user_error_messages(tg: Any, chat_id: int) -> int:
@@ -149,17 +178,21 @@ async def tally(cell: str, variant: str, gens: list[Gen], tg: Any, dsn: str, *, 
         terminal = hasattr(res, "outcome") and state in TERMINAL_STATES
         got_result = len(msgs) >= 1 if expect == "delivered" else len(msgs) == 0
         per_gen.append(dict(job=g.job_id, chat=g.chat_id, msgs=len(msgs), photos=sum(k == "photo" for k, _ in msgs),
+                            notices=done_notices(tg, g.chat_id),
                             state=state, outcome=outcome, db_ok=db_ok, terminal=terminal,
                             lost=not (terminal and got_result and state == expect),
                             errors=user_error_messages(tg, g.chat_id)))
     record = {
         "cell": cell,
         "variant": variant,
+        "mode": mode_of(tg),
         "n": len(gens),
         "expect": expect,
         "photos": sum(p["photos"] for p in per_gen),
         "results_delivered": sum(p["msgs"] for p in per_gen),
         "duplicates": sum(max(0, p["msgs"] - 1) for p in per_gen),
+        "notices": sum(p["notices"] for p in per_gen),
+        "notice_repeats": sum(max(0, p["notices"] - 1) for p in per_gen),
         "lost": sum(p["lost"] for p in per_gen),
         "db_mismatch": sum(not p["db_ok"] for p in per_gen),
         "states": dict(Counter(p["state"] for p in per_gen)),
@@ -182,8 +215,9 @@ def write_record(record: dict[str, Any]) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
     extra = " ".join(f"{k}={v}" for k, v in record["extra"].items())
-    line = (f"FAULTS {record['cell']} [{record['variant']}] N={record['n']} "
+    line = (f"FAULTS {record['cell']} [{record['variant']}] mode={record.get('mode', 'send')} N={record['n']} "
             f"results={record['results_delivered']} photos={record['photos']} duplicates={record['duplicates']} "
+            f"notices={record.get('notices', 0)} notice_repeats={record.get('notice_repeats', 0)} "
             f"lost={record['lost']} db_mismatch={record['db_mismatch']} states={record['states']} "
             f"completed={record['completed']}/{record['n']} {extra} seconds={record['seconds']}")
     SUMMARIES.append(line)
@@ -224,12 +258,13 @@ async def statuses(gens: list[Gen]) -> list[dict[str, Any]]:
 
 
 def status_texts(tg: Any, gens: list[Gen]) -> Counter:
-    """How each generation's status message ended: "done", "❌", "⌛" or "-" (none of those)."""
+    """How each generation's status message ended: "done" (the status text, or in edit mode the
+    picture's caption / the link carrying it), "❌", "⌛" or "-" (none of those)."""
     out: Counter = Counter()
     for g in gens:
-        found = [m.get("text") or "" for m in tg.messages(g.chat_id) if m.get("kind") == "text"]
-        if t("status.done", "ru") in found:
+        found = [m.get("text") or m.get("caption") or "" for m in tg.messages(g.chat_id)]
+        if any(t("status.done", "ru") in text for text in found):
             out["done"] += 1
         else:
-            out[next((t[:1] for t in found if t.startswith(ERROR_PREFIXES)), "-")] += 1
+            out[next((text[:1] for text in found if text.startswith(ERROR_PREFIXES)), "-")] += 1
     return out

@@ -6,6 +6,9 @@ FaultKie: records the time of every recordInfo call per task (``record_info_time
 FaultTelegram:
   url_fetch_fails (False)  Telegram cannot fetch any photo URL ("failed to get HTTP URL content"),
                            so delivery has to fall back to uploading the bytes (level 2).
+  delivery_mode ("send")   the cell's DELIVERY_MODE (set by the fixtures; the tally records it).
+  The photo knobs below act on the call that delivers the picture: sendPhoto, and editMessageMedia
+  (edit mode).
   hold_photos (None)       "before": every sendPhoto is held *before* Telegram accepts it; once
                            ``release`` is set it fails (as if the connection had dropped).
                            "after": the photo is accepted (recorded in ``photos``) and then the
@@ -51,6 +54,7 @@ class FaultTelegram(TelegramSimulator):
         self.release = asyncio.Event()
         self.photo_latency: tuple[float, float] | None = None
         self.sending = 0
+        self.delivery_mode = "send"
 
     async def _fetch(self, url: str, any_type: bool = False) -> bytes:
         if self.url_fetch_fails:
@@ -59,13 +63,19 @@ class FaultTelegram(TelegramSimulator):
         return await super()._fetch(url, any_type)
 
     async def _m_sendPhoto(self, p: dict, f: dict) -> Any:
+        return await self._photo_call(super()._m_sendPhoto, p, f)
+
+    async def _m_editMessageMedia(self, p: dict, f: dict) -> Any:
+        return await self._photo_call(super()._m_editMessageMedia, p, f)
+
+    async def _photo_call(self, deliver: Any, p: dict, f: dict) -> Any:
         self.sending += 1
         try:
-            return await self._send_photo(p, f)
+            return await self._held_photo(deliver, p, f)
         finally:
             self.sending -= 1
 
-    async def _send_photo(self, p: dict, f: dict) -> Any:
+    async def _held_photo(self, deliver: Any, p: dict, f: dict) -> Any:
         if self.photo_latency:
             await asyncio.sleep(random.uniform(*self.photo_latency))
         mode = self.hold_photos
@@ -76,7 +86,7 @@ class FaultTelegram(TelegramSimulator):
             finally:
                 self.held -= 1
             raise TgError(502, "Bad Gateway: the client went away before the photo was accepted")
-        result = await super()._m_sendPhoto(p, f)
+        result = await deliver(p, f)
         if mode == "after":
             self.held += 1
             try:

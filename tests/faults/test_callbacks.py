@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from tests.faults.matrix import N, assert_exactly_one, launch, status_texts, statuses, tally, telegram_calls
+from tests.faults.matrix import (N, assert_exactly_one, launch, photo_method, status_texts, statuses, tally,
+                                 telegram_calls)
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 
@@ -30,10 +31,10 @@ async def test_duplicate_callbacks(fstack, variant):
     gens = await launch(s, N)
     await s.kie.wait_for_callbacks(3 * N, timeout=60)
     rec = await tally("duplicate callbacks", f"3x {variant}", gens, s.tg, s.dsn, started=t0,
-                      extra=lambda: {**kie_counts(s.kie), "sendPhoto": telegram_calls(s.tg, "sendPhoto")})
+                      extra=lambda: {**kie_counts(s.kie), "photo_calls": telegram_calls(s.tg, photo_method(s.tg))})
     assert_exactly_one(rec)
     assert rec["extra"]["callbacks_2xx"] == 3 * N, "every duplicate must be acknowledged (no Kie retries)"
-    assert rec["extra"]["sendPhoto"] == N
+    assert rec["extra"]["photo_calls"] == N
     assert status_texts(s.tg, gens) == {"done": N}
 
 
@@ -70,14 +71,14 @@ async def test_callback_and_poll_race(fstack):
     async def extra():
         st = await statuses(gens)
         raced = sum([await polls_overlapped_by_a_callback(g.handle) for g in gens])
-        return {**kie_counts(s.kie), "sendPhoto": telegram_calls(s.tg, "sendPhoto"),
+        return {**kie_counts(s.kie), "photo_calls": telegram_calls(s.tg, photo_method(s.tg)),
                 "signals": sum(x["callbacks"] for x in st), "polls": sum(x["polls"] for x in st),
                 "callback_during_success_poll": raced}
 
     rec = await tally("callback + poll race", "callback lands during the poll that sees success", gens, s.tg,
                       s.dsn, started=t0, extra=extra)
     assert_exactly_one(rec)
-    assert rec["extra"]["sendPhoto"] == N
+    assert rec["extra"]["photo_calls"] == N
     assert rec["extra"]["callback_during_success_poll"] >= N // 2, "the race did not happen often enough to prove anything"
 
 
@@ -87,7 +88,7 @@ async def test_callback_lost(fstack):
     t0 = time.monotonic()
     gens = await launch(s, N)
     rec = await tally("callback lost", "no callback, polling", gens, s.tg, s.dsn, started=t0,
-                      extra=lambda: {**kie_counts(s.kie), "sendPhoto": telegram_calls(s.tg, "sendPhoto")})
+                      extra=lambda: {**kie_counts(s.kie), "photo_calls": telegram_calls(s.tg, photo_method(s.tg))})
     assert_exactly_one(rec)
     assert rec["extra"]["callbacks"] == 0
 

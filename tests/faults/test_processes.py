@@ -10,10 +10,19 @@ import time
 
 import pytest
 
-from tests.faults.matrix import N, assert_exactly_one, gens_from, job_rows, launch, status_texts, tally
+from imagegen.settings import DEFAULT_LEASE_SECONDS
+from tests.faults.matrix import (N, assert_exactly_one, gens_from, job_rows, launch, status_texts, tally,
+                                 trade_off)
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
-LEASE = 8  # DELIVERY_LEASE_SECONDS of the worker processes (an attempt may spend 0.75 of it sending)
+LEASE = DEFAULT_LEASE_SECONDS  # the SIGKILL cells measure recovery with the default settings
+RECOVERY_TARGET_S = 30.0  # issue 11: worker SIGKILL mid-delivery → the picture reaches the user within 30 s
+
+
+def picture_after_kill(tg, gens, t_kill: float) -> float:
+    """Seconds from the kill until the last of the chats had its picture (0 if all had it before)."""
+    firsts = [min((p.time for p in tg.photos if p.chat_id == g.chat_id), default=float("inf")) for g in gens]
+    return round(max(0.0, max(firsts) - t_kill), 1)
 
 
 def log_counts(procs, *events: str) -> dict:
@@ -96,28 +105,32 @@ async def test_worker_sigkill_mid_delivery(procstack, when):
     accepted_before_kill = len(ps.tg.photos)
     w1.kill()
     await w1.wait(10)
-    t_kill = time.monotonic()
+    t_kill, wall_kill = time.monotonic(), time.time()
     ps.tg.hold_photos = None
     ps.tg.release.set()
     w2 = await ps.start_worker("worker-retry")
 
     def extra():
         return {"locked_at_kill": locked, "accepted_before_kill": accepted_before_kill,
-                "lease_s": LEASE, "recovery_s": round(time.monotonic() - t_kill, 1),
+                "lease_s": LEASE, "picture_after_kill_s": picture_after_kill(ps.tg, gens, wall_kill),
+                "all_done_after_kill_s": round(time.monotonic() - t_kill, 1),
                 **log_counts([w2], "DELIVER_LOCK_SKIP", "DELIVER_OK")}
 
+    allowed = trade_off(ps.tg, N) if when == "after accept" else 0
     rec = await tally("worker SIGKILL mid-delivery", f"killed {when}", gens, ps.tg, ps.dsn, started=t0, timeout=150,
-                      extra=extra, note="trade-off: no idempotency key" if when == "after accept" else "")
+                      extra=extra, note="trade-off: no idempotency key" if allowed else "")
     assert locked == N
     if when == "before accept":
         assert accepted_before_kill == 0
         assert_exactly_one(rec)
     else:
-        # Telegram has no idempotency key: a photo accepted just before the crash is sent again
-        # by the retry. Never more than once, never lost (docs/reliability.md).
+        # sendPhoto: Telegram has no idempotency key, a photo accepted just before the crash is sent
+        # again by the retry — never more than once, never lost. Edit mode: the retry applies the
+        # same edit to the same message, 0 repeated pictures (docs/reliability.md).
         assert accepted_before_kill == N
-        assert_exactly_one(rec, allowed_duplicates=N)
+        assert_exactly_one(rec, allowed_duplicates=allowed)
         assert all(p["msgs"] <= 2 for p in rec["problems"])
+    assert rec["extra"]["picture_after_kill_s"] < RECOVERY_TARGET_S, rec["extra"]
     assert status_texts(ps.tg, gens) == {"done": N}
 
 
@@ -149,11 +162,11 @@ async def test_worker_sigkill_at_a_random_instant(procstack):
                       and by_chat[p.chat_id]["delivered_at"] is None)
     exposed = sending_at_kill + uncommitted
     rec = await tally("worker SIGKILL mid-delivery", "killed at a random instant", gens, ps.tg, ps.dsn, started=t0,
-                      timeout=150, note="trade-off: no idempotency key",
+                      timeout=150, note="trade-off: no idempotency key" if trade_off(ps.tg, exposed) else "",
                       extra=lambda: {"sending_at_kill": sending_at_kill, "accepted_uncommitted_at_kill": uncommitted,
                                      "exposed": exposed,
                                      "photos_before_kill": sum(p.time <= t_kill for p in ps.tg.photos)})
-    assert_exactly_one(rec, allowed_duplicates=exposed)
+    assert_exactly_one(rec, allowed_duplicates=trade_off(ps.tg, exposed))
     assert status_texts(ps.tg, gens) == {"done": N}
 
 
