@@ -2,9 +2,10 @@
 
     python -m tests.faults.report [results.jsonl] [--doc docs/reliability.md] [--print]
 
-Reads the JSON records the fault suite appends (one per cell variant, see tests/faults/matrix.py),
-keeps the latest record of each (cell, variant), orders them as the matrix of issue #3, and replaces
-everything between ``<!-- matrix:start -->`` and ``<!-- matrix:end -->`` in the document.
+Reads the JSON records the fault suite appends (one per cell variant and delivery mode, see
+tests/faults/matrix.py), keeps the latest record of each (cell, variant, mode), orders them as the
+matrix of issue #3, and replaces everything between ``<!-- matrix:start -->`` and
+``<!-- matrix:end -->`` in the document: first the two modes side by side, then every record.
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ ORDER = [
     "duplicate callbacks", "callback + poll race", "callback lost", "callback early", "two workers",
     "deploy overlap", "worker SIGKILL mid-delivery", "Telegram 429", "Telegram 5xx / timeouts", "Telegram 403",
     "URL rejected / bytes fail", "Kie fail / 5xx / 429", "Postgres restart", "Temporal restart", "bot down",
+    "Postgres outage under the polling bot", "bot crash between admit and start", "ambiguous start",
 ]
+MODES = ("send", "edit")
 # Counts worth a column of their own; the rest of `extra` is shown compactly.
 SKIP_EXTRA = {"problems"}
 
 
 def load(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
     session = None
     for line in path.read_text().splitlines():
         if not line.strip():
@@ -37,8 +40,10 @@ def load(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         if rec.get("session"):
             session = rec
             continue
-        latest[(rec["cell"], rec["variant"])] = rec
-    records = sorted(latest.values(), key=lambda r: (ORDER.index(r["cell"]) if r["cell"] in ORDER else 99, r["at"]))
+        rec.setdefault("mode", "send")  # records from before the edit mode
+        latest[(rec["cell"], rec["variant"], rec["mode"])] = rec
+    records = sorted(latest.values(), key=lambda r: (ORDER.index(r["cell"]) if r["cell"] in ORDER else 99,
+                                                     MODES.index(r["mode"]) if r["mode"] in MODES else 9, r["at"]))
     return records, session
 
 
@@ -68,16 +73,50 @@ def fmt_extra(extra: dict[str, Any]) -> str:
     return " ".join(parts).replace("|", "/")
 
 
-def table(records: list[dict[str, Any]], session: dict[str, Any] | None) -> str:
+def side_by_side(records: list[dict[str, Any]]) -> list[str]:
+    """One row per (cell, variant): repeated pictures and losses in each mode, and edit mode's notices."""
+    rows: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for r in records:
+        rows.setdefault((r["cell"], r["variant"]), {})[r["mode"]] = r
+
+    def cell(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "– | –"
+        return f"{r['duplicates']} | {r['lost']}"
+
     lines = [
-        "| cell | variant | N | results in chat | photos | duplicates | lost | terminal states (Postgres) | "
-        "counts | s | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cell | variant | N | send: repeated pictures | send: lost | edit: repeated pictures | edit: lost | "
+        "edit: ✅ notices (repeated) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (c, v), by_mode in rows.items():
+        n = max(r["n"] for r in by_mode.values())
+        edit = by_mode.get("edit")
+        notices = f"{edit.get('notices', 0)} ({edit.get('notice_repeats', 0)})" if edit else "–"
+        lines.append(f"| {c} | {v} | {n} | {cell(by_mode.get('send'))} | {cell(edit)} | {notices} |")
+    totals = {m: (sum(r["duplicates"] for r in records if r["mode"] == m),
+                  sum(r["lost"] for r in records if r["mode"] == m),
+                  sum(r["n"] for r in records if r["mode"] == m)) for m in MODES}
+    lines.append("")
+    lines.append("; ".join(f"{m}: {t[2]} generations, {t[0]} repeated pictures, {t[1]} lost"
+                           for m, t in totals.items() if t[2]) + ".")
+    return lines
+
+
+def table(records: list[dict[str, Any]], session: dict[str, Any] | None) -> str:
+    lines = side_by_side(records) + [
+        "",
+        "Every record:",
+        "",
+        "| cell | variant | mode | N | results in chat | photos | duplicates | ✅ notices (repeated) | lost | "
+        "terminal states (Postgres) | counts | s | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
+        notices = f"{r.get('notices', 0)} ({r.get('notice_repeats', 0)})" if r["mode"] == "edit" else "–"
         lines.append(
-            f"| {r['cell']} | {r['variant']} | {r['n']} | {r['results_delivered']} | {r['photos']} | "
-            f"{r['duplicates']} | {r['lost']} | {fmt_states(r['states'])} | `{fmt_extra(r['extra'])}` | "
+            f"| {r['cell']} | {r['variant']} | {r['mode']} | {r['n']} | {r['results_delivered']} | {r['photos']} | "
+            f"{r['duplicates']} | {notices} | {r['lost']} | {fmt_states(r['states'])} | `{fmt_extra(r['extra'])}` | "
             f"{r['seconds']} | {verdict(r)} |"
         )
     total_n = sum(r["n"] for r in records)
