@@ -208,6 +208,33 @@ class JobRepository:
             job_id, state, error, result_urls,
         )
 
+    # -- requests that never became a workflow (the bot's sweep) --------------------------------
+
+    async def unstarted_jobs(self, older_than_seconds: float, limit: int = 50) -> list[dict[str, Any]]:
+        """Jobs still in 'created' (admitted by the bot; the create_task activity never ran) for
+        longer than `older_than_seconds`, oldest first, each with its age in seconds (`age_s`) and
+        its user's chosen language (`lang`, None when the user never chose one)."""
+        rows = await self.pool.fetch(
+            f"""
+            SELECT {_COLUMNS}, EXTRACT(EPOCH FROM now() - created_at)::float8 AS age_s,
+                   (SELECT lang FROM bot_users u WHERE u.user_id = generation_jobs.user_id) AS lang
+              FROM generation_jobs
+             WHERE state = 'created' AND created_at < now() - make_interval(secs => $1)
+             ORDER BY created_at LIMIT $2
+            """,
+            float(older_than_seconds), limit,
+        )
+        return [dict(r) for r in rows]
+
+    async def close_unstarted(self, job_id: str, error: str) -> bool:
+        """Give up on a job that never started (frees the user's slot). False if it moved on meanwhile."""
+        result = await self.pool.execute(
+            "UPDATE generation_jobs SET state = 'error', error = $2, updated_at = now()"
+            " WHERE id = $1 AND state = 'created'",
+            job_id, error,
+        )
+        return result.endswith(" 1")
+
     # -- the delivery lock ---------------------------------------------------------------------
 
     async def try_acquire_delivery_lock(self, job_id: str, owner: str, lease_seconds: float) -> LockResult:

@@ -7,10 +7,13 @@ details, and a bounded execution timeout.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from imagegen import visibility
 from imagegen.contracts import GenerationInput, GenerationResult, workflow_id_for
@@ -20,6 +23,8 @@ from imagegen.models import MODELS
 # for at most an hour (workflows/generation.py, schedule_to_close), plus the final status edit.
 DELIVERY_WINDOW = timedelta(hours=1)
 MARGIN = timedelta(minutes=10)
+# One start (or describe) request: a frontend that does not answer must not hang the bot's handler.
+RPC_TIMEOUT = timedelta(seconds=10)
 
 
 def execution_timeout(max_wait_seconds: float) -> timedelta:
@@ -40,6 +45,7 @@ async def start_generation(client: Client, inp: GenerationInput, *, task_queue: 
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
         execution_timeout=execution_timeout(max_wait),
+        rpc_timeout=RPC_TIMEOUT,
         search_attributes=visibility.initial_attributes(user_id=inp.user_id, chat_id=inp.chat_id, model=inp.model),
         static_summary=visibility.static_summary(model_title=model.title("en"), aspect_ratio=inp.aspect_ratio,
                                                  user_id=inp.user_id, prompt=inp.prompt),
@@ -49,3 +55,39 @@ async def start_generation(client: Client, inp: GenerationInput, *, task_queue: 
             extra={"Poll schedule": ", ".join(f"{i:g}s until {u:g}s" for u, i in inp.poll_schedule)},
         ),
     )
+
+
+async def workflow_exists(client: Client, workflow_id: str) -> bool | None:
+    """True/False when the server says so; None when it cannot be asked right now."""
+    try:
+        await client.get_workflow_handle(workflow_id).describe(rpc_timeout=RPC_TIMEOUT)
+        return True
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        return None
+    except (asyncio.TimeoutError, OSError):
+        return None
+
+
+async def ensure_started(client: Client, inp: GenerationInput, *, task_queue: str) -> str:
+    """Start the workflow of `inp` unless it exists; safe to repeat (the workflow id is the job's).
+
+    "started"  this call started it;
+    "already"  it had been started before (a repeated press, the sweep, another bot);
+    "accepted" the start failed ambiguously (e.g. timed out) but the server has the workflow;
+    "unknown"  the start failed and the server cannot be asked: the job stays 'created' and the
+               sweep (imagegen/bot/sweep.py) starts or closes it later.
+    Raises the start's error only when the server says the workflow does not exist."""
+    try:
+        await start_generation(client, inp, task_queue=task_queue)
+        return "started"
+    except WorkflowAlreadyStartedError:
+        return "already"
+    except Exception:
+        exists = await workflow_exists(client, workflow_id_for(inp.job_id))
+        if exists:
+            return "accepted"
+        if exists is None:
+            return "unknown"
+        raise

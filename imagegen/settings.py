@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     # "send": a new photo message (sendPhoto); "edit": the status message becomes the photo
     # (editMessageMedia), which a retry after a crash cannot repeat. See docs/reliability.md.
     delivery_mode: Annotated[Literal["send", "edit"], BeforeValidator(_lower)] = "send"
+    # The bot's sweep of admitted requests that never became a workflow (imagegen/bot/sweep.py):
+    # every this many seconds, for requests older than this.
+    unstarted_sweep_seconds: Seconds = 30.0
     # Byte-download fallback (level 2): cap and timeout.
     download_max_bytes: Annotated[int, Field(ge=1024, le=50 * 1024 * 1024)] = 10 * 1024 * 1024
     download_timeout_seconds: Seconds = 30.0

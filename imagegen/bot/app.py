@@ -30,6 +30,7 @@ from imagegen.bot.leader import Leadership
 from imagegen.bot.locale import UserLocaleMiddleware
 from imagegen.bot.menu import publish_commands
 from imagegen.bot.serial import PerKeyIsolation
+from imagegen.bot.sweep import run_sweeper
 from imagegen.delivery import create_bot
 from imagegen.health import Readiness, add_public_routes, postgres_check, start_internal_server, temporal_check
 from imagegen.jobs import JobRepository, create_pool
@@ -124,6 +125,7 @@ async def run_bot(
     internal = await start_internal_server(settings.http_host, settings.health_port, readiness, process_status)
     runner = pool = bot = None
     background: asyncio.Task | None = None
+    sweeper: asyncio.Task | None = None
     try:
         await apply_migrations(dsn)
         if temporal is None:
@@ -150,6 +152,10 @@ async def run_bot(
                                  handle_in_background=False).register(app, path=WEBHOOK_PATH)
         runner = await start_http(app, settings.http_host, settings.http_port)
         readiness.checks.update(postgres=postgres_check(pool), temporal=temporal_check(temporal))
+        # Requests admitted but never started (a crash between the two): started or closed here.
+        sweeper = asyncio.create_task(run_sweeper(temporal, JobRepository(pool), bot, settings,
+                                                  every=settings.unstarted_sweep_seconds,
+                                                  grace_seconds=settings.unstarted_sweep_seconds))
         log.info("HTTP_STARTED host=%s port=%s mode=%s", settings.http_host, settings.http_port, settings.bot_mode)
         if settings.bot_mode == "webhook":
             await bot.set_webhook(
@@ -180,9 +186,10 @@ async def run_bot(
             log.warning("BOT_DRAIN_TIMEOUT in_hand=%d", gate.in_hand)
     finally:
         readiness.draining = True
-        if background is not None:
-            background.cancel()
-            await asyncio.gather(background, return_exceptions=True)
+        for task in (background, sweeper):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if runner is not None:
             await runner.cleanup()
         if bot is not None:
