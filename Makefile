@@ -18,15 +18,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m tests.demo
 
-## Every test, on a real Temporal dev server, a real Postgres and the real aiogram client.
+## Every test, on a real Temporal dev server, a real Postgres and the real aiogram client. The fault
+## matrix runs every cell in both delivery modes with N=10 here (make test-faults: N=20).
 test: $(STAMP)
-	$(PY) -m pytest -q
+	FAULTS_N=$${FAULTS_N:-10} $(PY) -m pytest -q
 
 ## Everything except the slow end-to-end suites.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not e2e"
 
-## The fault matrix only (issue #3): every race and fault, N generations each; see docs/reliability.md.
+## The fault matrix only (issue #3): every race and fault, N generations each, in both delivery modes
+## (FAULTS_MODES=send,edit); see docs/reliability.md.
 test-faults: $(STAMP)
 	$(PY) -m pytest -q -m faults
 
