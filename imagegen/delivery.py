@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Awaitable, Callable, Union
 
 import aiohttp
 from aiogram import Bot
@@ -169,6 +170,67 @@ async def _read_image(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:
     return data
 
 
+PutPhoto = Callable[[Union[str, BufferedInputFile]], Awaitable[int]]
+PutText = Callable[[], Awaitable[int]]
+# exc, is_last_level → True: the error means the result is already there (an edit's "message is not
+# modified"); False: try the next level. Raises for transient/permanent trouble.
+Settle = Callable[[BaseException, bool], bool]
+
+
+def settle_send(exc: BaseException, last: bool) -> bool:
+    """sendPhoto/sendMessage: transient → RetryableDeliveryError, 403 → Permanent, a 400 → next level."""
+    mapped = classify_telegram_error(exc)
+    if mapped is not None:
+        raise mapped from None  # the message carries the (redacted) cause
+    if last:
+        raise PermanentDeliveryError(redact(f"Telegram refused the text message: {exc}")) from None
+    return False
+
+
+async def fallback_ladder(
+    url: str,
+    *,
+    put_photo: PutPhoto,
+    put_text: PutText,
+    settle: Settle,
+    corr_id: str,
+    max_bytes: int,
+    download_timeout: float,
+    allow_private: bool = False,
+    done_id: int | None = None,
+    **log_fields: str,
+) -> DeliveryResult:
+    """The 3 levels, whatever puts the result into the chat (a new message, or an edit of one):
+    the URL, the downloaded bytes, the link as text. `done_id`: the message id to report when
+    `settle` says the result is already there."""
+    edited = done_id is not None
+    # Level 1: Telegram fetches the URL.
+    try:
+        return DeliveryResult("url", await put_photo(url), edited)
+    except Exception as exc:
+        if settle(exc, False):
+            return DeliveryResult("url", done_id, edited)
+        log_event(corr_id, "DELIVER_FALLBACK", level="bytes", reason=redact(exc)[:200], **log_fields)
+
+    # Level 2: download here, upload the bytes.
+    try:
+        data = await download_image(url, max_bytes=max_bytes, timeout=download_timeout, allow_private=allow_private)
+        return DeliveryResult("bytes", await put_photo(BufferedInputFile(data, filename="image.png")), edited)
+    except DownloadError as exc:
+        log_event(corr_id, "DELIVER_FALLBACK", level="text", reason=f"download: {exc}"[:200], **log_fields)
+    except Exception as exc:
+        if settle(exc, False):
+            return DeliveryResult("bytes", done_id, edited)
+        log_event(corr_id, "DELIVER_FALLBACK", level="text", reason=redact(exc)[:200], **log_fields)
+
+    # Level 3: the link as text.
+    try:
+        return DeliveryResult("text", await put_text(), edited)
+    except Exception as exc:
+        settle(exc, True)
+        return DeliveryResult("text", done_id, edited)
+
+
 async def send_result(
     bot: Bot,
     chat_id: int,
@@ -182,37 +244,17 @@ async def send_result(
     allow_private: bool = False,
     reply_markup: InlineKeyboardMarkup | None = None,
 ) -> DeliveryResult:
-    # Level 1: Telegram fetches the URL.
-    try:
-        msg = await bot.send_photo(chat_id, photo=url, caption=caption, reply_markup=reply_markup)
-        return DeliveryResult("url", msg.message_id)
-    except Exception as exc:
-        mapped = classify_telegram_error(exc)
-        if mapped is not None:
-            raise mapped from None  # the message carries the (redacted) cause
-        log_event(corr_id, "DELIVER_FALLBACK", level="bytes", reason=redact(exc)[:200])
+    """A new message: sendPhoto (URL, then uploaded bytes), else sendMessage with the link."""
 
-    # Level 2: download here, upload the bytes.
-    try:
-        data = await download_image(url, max_bytes=max_bytes, timeout=download_timeout, allow_private=allow_private)
-        msg = await bot.send_photo(chat_id, photo=BufferedInputFile(data, filename="image.png"), caption=caption,
-                                   reply_markup=reply_markup)
-        return DeliveryResult("bytes", msg.message_id)
-    except DownloadError as exc:
-        log_event(corr_id, "DELIVER_FALLBACK", level="text", reason=f"download: {exc}"[:200])
-    except Exception as exc:
-        mapped = classify_telegram_error(exc)
-        if mapped is not None:
-            raise mapped from None  # the message carries the (redacted) cause
-        log_event(corr_id, "DELIVER_FALLBACK", level="text", reason=redact(exc)[:200])
+    async def put_photo(photo: str | BufferedInputFile) -> int:
+        return (await bot.send_photo(chat_id, photo=photo, caption=caption, reply_markup=reply_markup)).message_id
 
-    # Level 3: the link as text.
-    try:
-        msg = await bot.send_message(chat_id, link_text, disable_web_page_preview=False, reply_markup=reply_markup)
-        return DeliveryResult("text", msg.message_id)
-    except Exception as exc:
-        mapped = classify_telegram_error(exc)
-        raise (mapped or PermanentDeliveryError(redact(f"Telegram refused the text message: {exc}"))) from None
+    async def put_text() -> int:
+        return (await bot.send_message(chat_id, link_text, disable_web_page_preview=False,
+                                       reply_markup=reply_markup)).message_id
+
+    return await fallback_ladder(url, put_photo=put_photo, put_text=put_text, settle=settle_send, corr_id=corr_id,
+                                 max_bytes=max_bytes, download_timeout=download_timeout, allow_private=allow_private)
 
 
 def create_bot(token: str, api_base: str, *, timeout: float = 30.0) -> Bot:

@@ -20,16 +20,17 @@ user deleted, or a Bot API server that refuses media on a text message, falls ba
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPhoto
 
 from .delivery import (
     DeliveryResult,
-    DownloadError,
     PermanentDeliveryError,
     classify_telegram_error,
-    download_image,
+    fallback_ladder,
     send_result,
 )
 from .logs import log_event
@@ -42,17 +43,18 @@ class StatusMessageGone(Exception):
     """The status message cannot be edited into the result: deleted, or the server refuses media on text."""
 
 
-def _edited(exc: BaseException) -> bool:
+def settle_edit(exc: BaseException, last: bool) -> bool:
     """True: the edit is already applied ("not modified"). False: a 400 that the next level may avoid.
     Raises StatusMessageGone, or the mapped Retryable/Permanent error."""
     if isinstance(exc, TelegramBadRequest):
         text = exc.message.lower()
         if "message is not modified" in text:
             return True
-        if "message to edit not found" in text or "message can't be edited" in text:
+        if any(gone in text for gone in ("message to edit not found", "message can't be edited",
+                                         "there is no media in the message to edit")):
             raise StatusMessageGone(exc.message) from None
-        if "there is no media in the message to edit" in text:
-            raise StatusMessageGone(exc.message) from None
+        if last:
+            raise PermanentDeliveryError(redact(f"Telegram refused the link edit: {exc.message}")) from None
         return False
     mapped = classify_telegram_error(exc)
     raise (mapped or PermanentDeliveryError(redact(str(exc)))) from None
@@ -66,55 +68,28 @@ async def edit_result(
     *,
     caption: str,
     link_text: str,
-    corr_id: str,
-    max_bytes: int,
-    download_timeout: float,
-    allow_private: bool = False,
     reply_markup: InlineKeyboardMarkup | None = None,
+    **fetch: Any,
 ) -> DeliveryResult:
-    """Edit message `message_id` into the result; the DeliveryResult carries that same message id."""
-    # Level 1: Telegram fetches the URL.
-    try:
-        await bot.edit_message_media(InputMediaPhoto(media=url, caption=caption), chat_id=chat_id,
-                                     message_id=message_id, reply_markup=reply_markup)
-        return DeliveryResult("url", message_id, edited=True)
-    except StatusMessageGone:
-        raise
-    except Exception as exc:
-        if _edited(exc):
-            return DeliveryResult("url", message_id, edited=True)
-        log_event(corr_id, "DELIVER_FALLBACK", level="bytes", reason=redact(exc)[:200], mode="edit")
+    """Edit message `message_id` into the result; the DeliveryResult carries that same message id.
+    `fetch`: corr_id, max_bytes, download_timeout, allow_private (see fallback_ladder)."""
+    where = dict(chat_id=chat_id, message_id=message_id, reply_markup=reply_markup)
 
-    # Level 2: download here, upload the bytes (attach://).
-    try:
-        data = await download_image(url, max_bytes=max_bytes, timeout=download_timeout, allow_private=allow_private)
-        media = InputMediaPhoto(media=BufferedInputFile(data, filename="image.png"), caption=caption)
-        await bot.edit_message_media(media, chat_id=chat_id, message_id=message_id, reply_markup=reply_markup)
-        return DeliveryResult("bytes", message_id, edited=True)
-    except DownloadError as exc:
-        log_event(corr_id, "DELIVER_FALLBACK", level="text", reason=f"download: {exc}"[:200], mode="edit")
-    except StatusMessageGone:
-        raise
-    except Exception as exc:
-        if _edited(exc):
-            return DeliveryResult("bytes", message_id, edited=True)
-        log_event(corr_id, "DELIVER_FALLBACK", level="text", reason=redact(exc)[:200], mode="edit")
+    async def put_photo(photo: str | BufferedInputFile) -> int:
+        await bot.edit_message_media(InputMediaPhoto(media=photo, caption=caption), **where)
+        return message_id
 
-    # Level 3: the link, as the message's text (or caption, if it is a photo already).
-    try:
+    async def put_text() -> int:
         try:
-            await bot.edit_message_text(text=link_text, chat_id=chat_id, message_id=message_id,
-                                        reply_markup=reply_markup)
+            await bot.edit_message_text(text=link_text, **where)
         except TelegramBadRequest as exc:
             if "no text in the message" not in exc.message.lower():
                 raise
-            await bot.edit_message_caption(caption=link_text, chat_id=chat_id, message_id=message_id,
-                                           reply_markup=reply_markup)
-        return DeliveryResult("text", message_id, edited=True)
-    except Exception as exc:
-        if _edited(exc):
-            return DeliveryResult("text", message_id, edited=True)
-        raise PermanentDeliveryError(redact(f"Telegram refused the link edit: {exc}")) from None
+            await bot.edit_message_caption(caption=link_text, **where)
+        return message_id
+
+    return await fallback_ladder(url, put_photo=put_photo, put_text=put_text, settle=settle_edit,
+                                 done_id=message_id, mode="edit", **fetch)
 
 
 async def deliver_result(
@@ -127,19 +102,16 @@ async def deliver_result(
     caption: str,
     edit_caption: str,
     link_text: str,
-    corr_id: str,
-    max_bytes: int,
-    download_timeout: float,
-    allow_private: bool = False,
     reply_markup: InlineKeyboardMarkup | None = None,
+    **fetch: Any,
 ) -> DeliveryResult:
-    """Deliver in `mode` ("send" | "edit"); edit mode falls back to sending when there is nothing to edit."""
-    common = dict(corr_id=corr_id, max_bytes=max_bytes, download_timeout=download_timeout,
-                  allow_private=allow_private, reply_markup=reply_markup)
+    """Deliver in `mode` ("send" | "edit"); edit mode falls back to sending when there is nothing to
+    edit. `fetch`: corr_id, max_bytes, download_timeout, allow_private."""
     if mode == "edit" and status_message_id is not None:
         try:
             return await edit_result(bot, chat_id, status_message_id, url, caption=edit_caption,
-                                     link_text=link_text, **common)
+                                     link_text=link_text, reply_markup=reply_markup, **fetch)
         except StatusMessageGone as exc:
-            log_event(corr_id, "DELIVER_EDIT_FALLBACK", to="sendPhoto", reason=redact(str(exc))[:200])
-    return await send_result(bot, chat_id, url, caption=caption, link_text=link_text, **common)
+            log_event(fetch["corr_id"], "DELIVER_EDIT_FALLBACK", to="sendPhoto", reason=redact(str(exc))[:200])
+    return await send_result(bot, chat_id, url, caption=caption, link_text=link_text, reply_markup=reply_markup,
+                             **fetch)

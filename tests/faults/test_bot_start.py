@@ -24,22 +24,24 @@ pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 SWEEP = "2"  # UNSTARTED_SWEEP_SECONDS of the bots here (default 30)
 
 
-async def proxied_bot(ps, name: str) -> tuple:
+async def users_through_a_held_proxy(ps, direction: str) -> tuple:
+    """A worker, and a bot that reaches Temporal through a proxy holding `direction`; N users tap
+    the ratio button. Returns (proxy, bot, generations, t0) once every job row is in Postgres."""
+    ps.kie.delay = 0.5
+    await ps.start_worker()
     host, port = ps.temporal_address.rsplit(":", 1)
     proxy = await TcpProxy(host, int(port)).start()
-    bot = await ps.start_bot(name, TEMPORAL_ADDRESS=proxy.address, UNSTARTED_SWEEP_SECONDS=SWEEP)
-    return proxy, bot
+    bot = await ps.start_bot("bot-proxied", TEMPORAL_ADDRESS=proxy.address, UNSTARTED_SWEEP_SECONDS=SWEEP)
+    t0 = time.monotonic()
+    proxy.hold(direction)
+    gens = list(await asyncio.gather(*(ps.user_generation(prompt=f"request {i}") for i in range(N))))
+    return proxy, bot, gens, t0
 
 
 async def test_bot_crash_between_admit_and_start(procstack):
     ps = await procstack("bot-crash-admit")
-    ps.kie.delay = 0.5
-    await ps.start_worker()
-    proxy, bot = await proxied_bot(ps, "bot-crashed")
+    proxy, bot, gens, t0 = await users_through_a_held_proxy(ps, "up")  # nothing the bot sends reaches Temporal
     try:
-        t0 = time.monotonic()
-        proxy.hold("up")  # from now on nothing the bot sends reaches Temporal
-        gens = list(await asyncio.gather(*(ps.user_generation(prompt=f"crash {i}") for i in range(N))))
         await asyncio.sleep(1.0)  # every handler is inside start_workflow, its request held
         rows = await job_rows(ps.dsn, [g.job_id for g in gens])
         created_at_kill = sum(r["state"] == "created" for r in rows.values())
@@ -66,13 +68,8 @@ async def test_bot_crash_between_admit_and_start(procstack):
 
 async def test_ambiguous_start(procstack):
     ps = await procstack("ambiguous-start")
-    ps.kie.delay = 0.5
-    await ps.start_worker()
-    proxy, bot = await proxied_bot(ps, "bot-ambiguous")
+    proxy, bot, gens, t0 = await users_through_a_held_proxy(ps, "down")  # Temporal acts; its answers are held
     try:
-        t0 = time.monotonic()
-        proxy.hold("down")  # Temporal gets the starts; their answers stay in the proxy
-        gens = list(await asyncio.gather(*(ps.user_generation(prompt=f"ambiguous {i}") for i in range(N))))
         # Past the start's rpc timeout (10 s): every start has failed on the bot's side by now.
         await asyncio.sleep(11.0)
         started_on_server = sum([await workflow_exists(ps.client, workflow_id_for(g.job_id)) is True for g in gens])
