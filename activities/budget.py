@@ -18,6 +18,9 @@ MARGIN_SECONDS = 5.0
 # Of a delivery attempt, the part reserved for recording an accepted delivery in Postgres (retried
 # while the database is away): sending stops this long before the attempt's own end.
 RECORD_RESERVE_SECONDS = 20.0
+# One database call inside such a retry loop: a hanging connection must not keep the loop from
+# heartbeating (deliver: 15 s heartbeat timeout).
+DB_CALL_SECONDS = 5.0
 # Used when the activity has no start_to_close (tests calling an activity directly).
 FALLBACK_SECONDS = 60.0
 

@@ -282,7 +282,7 @@ class GenerationActivities:
         delay = 0.2
         while True:
             try:
-                return await asyncio.wait_for(call(), max(budget.remaining(deadline), 0.5))
+                return await asyncio.wait_for(call(), min(max(budget.remaining(deadline), 0.5), budget.DB_CALL_SECONDS))
             except Exception as exc:  # connection refused, server restarting, pool errors…
                 activity.heartbeat(dict(memo))
                 if budget.remaining(deadline) < delay:
