@@ -1,0 +1,61 @@
+"""Budgets that add up: a retry loop inside an activity ends before the attempt's start_to_close,
+with a margin, and heartbeats all the while (activities/budget.py). Run under temporalio's
+ActivityEnvironment with a real Postgres and the Kie simulator; only the task-id write fails."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities import budget
+from activities.generation import GenerationActivities
+from imagegen.contracts import CreateTaskInput
+from imagegen.delivery import create_bot
+from imagegen.jobs import JobRepository
+from imagegen.kie import KieClient
+from tests.support.kie_sim import KieSimulator
+from tests.support.stack import Stack
+
+
+class TaskIdWriteFails(JobRepository):
+    """Postgres answers everything but the task-id write (as if it went away right after Kie answered)."""
+
+    async def set_task_id(self, job_id: str, task_id: str) -> None:
+        raise ConnectionRefusedError("connection refused")
+
+
+async def test_create_task_db_retries_end_inside_start_to_close_and_heartbeat(pool, pg_dsn, temporal_env):
+    async with KieSimulator(api_key="test-kie-key") as kie:
+        stack = Stack(client=temporal_env.client, pool=pool, dsn=pg_dsn, task_queue="unused")
+        settings = stack.settings(kie_api_base=kie.base_url)
+        kie_client = KieClient(kie.base_url, "test-kie-key")
+        bot = create_bot("1:x", "http://127.0.0.1:9")
+        acts = GenerationActivities(settings=settings, repo=TaskIdWriteFails(pool), kie=kie_client, bot=bot)
+        env = ActivityEnvironment()
+        start_to_close = 12.0
+        env.info = dataclasses.replace(env.info, start_to_close_timeout=timedelta(seconds=start_to_close),
+                                       started_time=datetime.now(timezone.utc), heartbeat_details=[])
+        beats: list[float] = []
+        env.on_heartbeat = lambda *details: beats.append(time.monotonic())
+        inp = CreateTaskInput(job_id="budget-" + str(int(time.time() * 1000)), workflow_id="w", user_id=1, chat_id=1,
+                              model="zimage", prompt="p", aspect_ratio="1:1", status_message_id=None)
+        t0 = time.monotonic()
+        try:
+            with pytest.raises(ApplicationError) as err:
+                await env.run(acts.create_task, inp)
+        finally:
+            await kie_client.close()
+            await bot.session.close()
+        elapsed = time.monotonic() - t0
+        assert err.value.type == "DatabaseUnavailable"
+        # Ends by itself, before Temporal's timeout would, with (about) the margin to spare...
+        assert start_to_close - budget.MARGIN_SECONDS - 2.5 < elapsed < start_to_close - budget.MARGIN_SECONDS + 0.5
+        # ...and never silent for long: the task id memo was heartbeated all along.
+        gaps = [b - a for a, b in zip([t0] + beats, beats + [t0 + elapsed])]
+        assert len(beats) >= 3 and max(gaps) < 3.0, gaps
+        assert len(kie.tasks) == 1  # one paid Kie task
