@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, Message
 from temporalio.client import Client
-from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from imagegen import metrics
 from imagegen.contracts import GenerationInput, workflow_id_for
 from imagegen.i18n import t
 from imagegen.jobs import Admission, JobRepository
-from imagegen.launch import start_generation
+from imagegen.launch import ensure_started
 from imagegen.logs import log_event
 from imagegen.models import ImageModel
 from imagegen.redact import redact
@@ -128,12 +127,10 @@ async def submit(
         poll_schedule=[[u, i] for u, i in settings.poll_schedule], lang=req.lang, options=options,
     )
     try:
-        await start_generation(temporal, inp, task_queue=settings.temporal_task_queue)
-    except WorkflowAlreadyStartedError:
-        log_event(job_id, "JOB_DUPLICATE_REQUEST", user_id=user_id)
-        await query.answer(t("already_started", req.lang))
-        return True
-    except Exception as exc:
+        # Safe to repeat; after an ambiguous failure (e.g. a timeout after the server accepted) it
+        # asks the server before anything is reported as failed (imagegen.launch.ensure_started).
+        outcome = await ensure_started(temporal, inp, task_queue=settings.temporal_task_queue)
+    except Exception as exc:  # the server says the workflow does not exist: it really did not start
         log_event(job_id, "JOB_START_FAILED", severity=logging.ERROR, error=redact(f"{type(exc).__name__}: {exc}")[:300])
         if jobs is not None:  # free the user's slot: this request never became a generation
             try:
@@ -143,6 +140,12 @@ async def submit(
         await edit_text(status_message, t("start_failed", req.lang))
         await query.answer()
         return False
+    if outcome == "already":
+        log_event(job_id, "JOB_DUPLICATE_REQUEST", user_id=user_id)
+        await query.answer(t("already_started", req.lang))
+        return True
+    if outcome != "started":  # "accepted": it runs; "unknown": it runs, or the sweep starts or closes it
+        log_event(job_id, "JOB_START_AMBIGUOUS", severity=logging.WARNING, outcome=outcome)
     metrics.count("imagegen_generations_started", model=req.model.key)
     if repeated:  # the earlier press recorded the job but never started it (e.g. the bot restarted)
         await _show_status(status_message, job_id, status_text)
