@@ -32,15 +32,16 @@ async def test_sweep_starts_a_request_the_bot_never_started_and_closes_a_stale_o
     old, old_chat, old_status = await admitted(stack, age_seconds=3600)
     fresh, _, _ = await admitted(stack)  # inside the grace period: a handler may still be starting it
     counts = await sweep_once(stack.client, stack.repo, stack.bot, stack.config, grace_seconds=30)
-    assert counts == {"started": 1, "closed": 1}
+    # (>=: the session's database may hold other tests' leftovers; the rows below are checked one by one)
+    assert counts["started"] >= 1 and counts["closed"] >= 1, counts
     handle = stack.client.get_workflow_handle(workflow_id_for(young), result_type=GenerationResult)
     result = await asyncio.wait_for(handle.result(), 40)
     assert result.outcome == "done" and len(stack.photos_for(young_chat)) == 1
     assert (await stack.repo.get(old))["state"] == "error"
     assert stack.tg.messages(old_chat)[0]["text"] == t("start_failed", "ru") and stack.photos_for(old_chat) == []
     assert (await stack.repo.get(fresh))["state"] == "created"
-    again = await sweep_once(stack.client, stack.repo, stack.bot, stack.config, grace_seconds=30)
-    assert again == {}  # nothing left: the started one moved on, the old one is closed
+    rows = await stack.repo.unstarted_jobs(30)
+    assert not {young, old} & {r["id"] for r in rows}  # nothing left: the started one moved on, the old one is closed
 
 
 async def test_ensure_started_is_safe_to_repeat(stack):
