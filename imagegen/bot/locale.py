@@ -8,6 +8,7 @@ from typing import Any
 from aiogram.types import TelegramObject, User
 from aiogram.utils.i18n import I18nMiddleware
 
+from imagegen.dbdown import is_database_unavailable
 from imagegen.i18n import i18n, lang_for
 from imagegen.users import UserRepository
 
@@ -21,7 +22,12 @@ class UserLocaleMiddleware(I18nMiddleware):
         user: User | None = data.get("event_from_user")
         if user is None:
             return self.i18n.default_locale
-        chosen = await self.users.get_lang(user.id) if self.users is not None else None
+        try:
+            chosen = await self.users.get_lang(user.id) if self.users is not None else None
+        except Exception as exc:
+            if not is_database_unavailable(exc):
+                raise
+            chosen = None  # Postgres is away: Telegram's language code, so the outage answer still reads right
         return chosen or lang_for(user.language_code)
 
     async def __call__(self, handler, event, data):  # type: ignore[override]
