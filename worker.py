@@ -76,7 +76,7 @@ async def check_search_attributes(client: Client, namespace: str) -> None:
     if missing:
         raise SystemExit(
             f"worker: search attributes missing in namespace {namespace!r}: {', '.join(missing)} "
-            "(register them: README, 'Search attributes')")
+            "(register them: README, 'Operator guide')")
 
 
 def build_workers(client: Client, task_queue: str, acts: GenerationActivities,

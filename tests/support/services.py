@@ -16,8 +16,30 @@ import time
 from pathlib import Path
 
 
+# Ports handed to servers that bind them later (often a subprocess, seconds later) come from below
+# the kernel's ephemeral range (32768-60999 here): a port from that range could meanwhile become the
+# local end of some outgoing connection, and the server would fail with EADDRINUSE.
+_PORT_RANGE = (20000, 32000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port on 127.0.0.1 that is free now, outside the ephemeral range, not handed out before
+    by this process."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(*_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # everything tried was busy: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
