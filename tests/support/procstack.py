@@ -38,6 +38,7 @@ from temporalio.client import Client, WorkflowHandle
 from imagegen.contracts import GenerationResult, workflow_id_for
 from imagegen.delivery import create_bot
 from imagegen.migrate import apply_migrations
+from tests.support.chat import button
 from tests.support.kie_sim import KieSimulator
 from tests.support.services import connect_temporal, free_port
 from tests.support.stack import start_generation_workflow
@@ -326,12 +327,6 @@ class ProcStack:
             chat_id=chat_id or self.new_chat_id())
         return Generation(job_id, chat_id, handle)
 
-    def _button(self, chat_id: int, label: str):
-        try:
-            return self.tg.find_button(chat_id, label)
-        except (LookupError, ValueError):
-            return None
-
     async def user_generation(self, chat_id: int | None = None, prompt: str = "a lighthouse at dusk",
                               ratio: str = "1:1", timeout: float = 60.0) -> Generation:
         """A scripted Telegram user: /start → Z-Image → prompt → ratio; returns the started generation."""
@@ -349,12 +344,12 @@ class ProcStack:
         of the `ratio` button, not pressed yet."""
         tg = self.tg
         tg.user_send_command(chat_id, "/start")
-        mid, data = await tg.wait_for(lambda: self._button(chat_id, "Z-Image"), timeout=timeout)
+        mid, data = await tg.wait_for(lambda: button(self, chat_id, "Z-Image"), timeout=timeout)
         tg.user_press_button(chat_id, mid, data)
         await tg.wait_for(lambda: any("Опишите" in (m.get("text") or "") for m in tg.messages(chat_id)),
                           timeout=timeout)
         tg.user_send_text(chat_id, prompt)
-        return await tg.wait_for(lambda: self._button(chat_id, ratio), timeout=timeout)
+        return await tg.wait_for(lambda: button(self, chat_id, ratio), timeout=timeout)
 
     async def wait_job_for_chat(self, chat_id: int, timeout: float = 60.0) -> str:
         """The job id of the chat's generation, once the worker has recorded it."""
