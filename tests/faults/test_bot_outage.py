@@ -12,6 +12,7 @@ import pytest
 
 from imagegen.i18n import t
 from imagegen.contracts import GenerationResult, workflow_id_for
+from tests.support.chat import button
 from tests.faults.matrix import N, assert_exactly_one, status_texts, tally
 from tests.faults.test_restarts import fresh_dir
 from tests.support.procstack import Generation
@@ -26,11 +27,11 @@ async def to_ratio_menu(ps, chat_id: int) -> tuple[int, str]:
     """/start → Z-Image → prompt; returns the 1:1 button (message id, data), not pressed yet."""
     tg = ps.tg
     tg.user_send_command(chat_id, "/start")
-    mid, data = await tg.wait_for(lambda: ps._button(chat_id, "Z-Image"), timeout=60)
+    mid, data = await tg.wait_for(lambda: button(ps, chat_id, "Z-Image"), timeout=60)
     tg.user_press_button(chat_id, mid, data)
     await tg.wait_for(lambda: any("Опишите" in (m.get("text") or "") for m in tg.messages(chat_id)), timeout=60)
     tg.user_send_text(chat_id, "a harbour at night")
-    return await tg.wait_for(lambda: ps._button(chat_id, "1:1"), timeout=60)
+    return await tg.wait_for(lambda: button(ps, chat_id, "1:1"), timeout=60)
 
 
 async def test_postgres_outage_under_the_polling_bot(procstack):
@@ -73,7 +74,7 @@ async def test_postgres_outage_under_the_polling_bot(procstack):
         # Polling goes on by itself: the newcomers start again, the interrupted ones press again.
         for chat in newcomers:
             ps.tg.user_send_command(chat, "/start")
-        await ps.tg.wait_for(lambda: all(ps._button(c, "Z-Image") and
+        await ps.tg.wait_for(lambda: all(button(ps, c, "Z-Image") and
                                          sum(m.get("text") == WELCOME for m in ps.tg.messages(c)) >= 1
                                          for c in newcomers), timeout=60)
         recovery = time.monotonic() - t_up
