@@ -94,8 +94,11 @@ def build_workers(client: Client, task_queue: str, acts: GenerationActivities,
     workers = [make_worker(client, task_queue, acts.all() + RetentionActivities(acts.repo.pool).all(),
                            concurrency, workflows=list(workflows))]
     for kind, limit in limits.items():
+        # A paced kind waits for its Postgres time slot inside the activity: at most `count` of them
+        # at once per process, so such a wait stays about one window long (imagegen/pacer.py).
+        slots = min(concurrency, limit.count) if kind in ratelimits.PACED and not limit.unlimited else concurrency
         workers.append(make_worker(client, ratelimits.queue_name(task_queue, kind), acts.for_queue(kind),
-                                   concurrency, max_task_queue_activities_per_second=limit.queue_rate))
+                                   slots, max_task_queue_activities_per_second=limit.rate_for(kind)))
     return workers
 
 
@@ -119,9 +122,9 @@ def make_worker(client: Client, task_queue: str, activities: list, max_concurren
 
 
 def _limits_text(settings: Settings) -> str:
-    return ",".join(f"{name}:{limit}@{limit.queue_rate or 'unlimited'}/s" for name, limit in (
-        ("kie-create", settings.kie_create_limit), ("kie-info", settings.kie_record_info_limit),
-        ("telegram", settings.telegram_send_limit)))
+    return ",".join(f"{kind}:{limit}@{limit.rate_for(kind) or 'unlimited'}/s" for kind, limit in (
+        (ratelimits.KIE_CREATE, settings.kie_create_limit), (ratelimits.KIE_INFO, settings.kie_record_info_limit),
+        (ratelimits.TELEGRAM, settings.telegram_send_limit)))
 
 
 async def run(settings: Settings, *, runtime: Runtime | None = None) -> None:

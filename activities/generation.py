@@ -43,12 +43,15 @@ from imagegen import metrics, ratelimits
 from imagegen.logs import log_event
 from imagegen.redact import redact, register_settings
 from imagegen.models import MODELS
+from imagegen.pacer import Pacer
 from imagegen.settings import Settings
 
 
 # Failures the code expects and retries (Kie 429/5xx, lock busy, Telegram 429/5xx/403): the SDK logs
 # BENIGN ones at DEBUG without a traceback; our own log line (with the correlation id) says what happened.
 BENIGN = ApplicationErrorCategory.BENIGN
+# Of a createTask attempt's budget, the part kept for the Kie call itself after a paced wait.
+PACED_CALL_RESERVE_SECONDS = 15.0
 
 
 def _memo(details: object, key: str, kind: type) -> dict | None:
@@ -72,6 +75,8 @@ class GenerationActivities:
         self.repo = repo
         self.kie = kie
         self.bot = bot
+        limit = settings.kie_create_limit
+        self.create_pacer = None if limit.unlimited else Pacer(repo.pool, ratelimits.KIE_CREATE, limit)
 
     @activity.defn(name="create_task")
     async def create_task(self, inp: CreateTaskInput) -> str:
@@ -98,6 +103,7 @@ class GenerationActivities:
                                  deadline, earlier)
             log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, reused=True)
             return task_id
+        await self._wait_for_create_slot(inp.job_id, deadline)
         try:
             task_id = await self.kie.create_task(model.kie_request(
                 inp.prompt, inp.aspect_ratio, inp.options,
@@ -126,6 +132,20 @@ class GenerationActivities:
         log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, model=model.kie_model,
                   aspect_ratio=inp.aspect_ratio)
         return task_id
+
+    async def _wait_for_create_slot(self, job_id: str, deadline: float) -> None:
+        """Kie's createTask window, exact across all workers (imagegen/pacer.py). A slot too far away for
+        this attempt's budget is not taken: the task goes back to the Temporal queue until then."""
+        if self.create_pacer is None:
+            return
+        max_wait = max(budget.remaining(deadline) - PACED_CALL_RESERVE_SECONDS, 0.0)
+        taken, delay = await self.create_pacer.wait_turn(max_wait, beat=activity.heartbeat)
+        if not taken:
+            log_event(job_id, "KIE_PACED", wait=round(delay, 2), requeued=True)
+            raise ApplicationError("createTask window full", type="KiePaced", category=BENIGN,
+                                   next_retry_delay=timedelta(seconds=max(delay - max_wait, 1.0)))
+        if delay > 0.05:
+            log_event(job_id, "KIE_PACED", wait=round(delay, 2))
 
     @activity.defn(name="poll_task")
     async def poll_task(self, inp: PollInput) -> PollResult:

@@ -29,6 +29,12 @@ KIE_CREATE = "kie-create"
 KIE_INFO = "kie-info"
 TELEGRAM = "telegram"
 KINDS = (KIE_CREATE, KIE_INFO, TELEGRAM)
+# Kinds whose window is long enough that the token bucket would waste much of the provider's burst:
+# an exact sliding window in Postgres (imagegen/pacer.py) shapes them; their queue limit is a ceiling.
+PACED = frozenset({KIE_CREATE})
+# A paced queue's server limit: this many times the provider's average rate, so that a full window's
+# count is dispatched within a few seconds (20/10 → 6/s: Kie's burst of 20 in about 2 s).
+PACED_CEILING = 3.0
 
 # Kie answers 429 without a retry_after: "20 new tasks per 10 s" frees up within one window.
 KIE_CREATE_WINDOW_SECONDS = 10.0
@@ -75,6 +81,15 @@ class RateLimit:
                 return rate
             rate = round(rate - 0.1, 1)
         return None
+
+    @property
+    def ceiling_rate(self) -> float | None:
+        """The queue rate of a paced kind (PACED_CEILING × the average); None = no limit."""
+        return None if self.unlimited else round(PACED_CEILING * self.count / self.window, 3)
+
+    def rate_for(self, kind: str) -> float | None:
+        """The task-queue rate for one kind of call: a ceiling for paced kinds, else the bucket fit."""
+        return self.ceiling_rate if kind in PACED else self.queue_rate
 
     def __str__(self) -> str:
         return "off" if self.unlimited else f"{self.count}/{self.window:g}"

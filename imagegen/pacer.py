@@ -1,0 +1,77 @@
+"""An exact sliding window for one kind of external call, shared by every worker through Postgres.
+
+Kie allows 20 createTask calls in any 10 s and refuses (does not queue) the 21st. Temporal's
+task-queue limiter is a token bucket: it cannot say "20 now, then none until the window frees", so a
+bucket that never exceeds Kie's window wastes about a third of Kie's allowance in a burst
+(docs/performance.md). The pacer gives each call a time slot instead:
+
+    slot(k) = max(now, slot(k - count) + window + margin)
+
+under a transaction-scoped advisory lock, so any ``window`` seconds hold at most ``count`` slots, for
+all worker processes together (the clock is the database's). The call then sleeps until its slot.
+``margin`` covers the time between the slot and the request reaching Kie (event-loop lag, HTTP).
+
+A slot further away than ``max_wait`` is not taken: :meth:`Pacer.reserve` answers ``(False, delay)``
+and the caller gives the work back to the Temporal queue for that long. The worker also runs at most
+``count`` createTask activities at once, so a paced call normally waits at most about one window per
+worker process; the rest of a backlog waits in the (server-limited) Temporal queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from typing import Callable
+
+import asyncpg
+
+from imagegen.ratelimits import RateLimit
+
+MARGIN_SECONDS = 0.25
+
+_RESERVE = """
+WITH nth AS (
+    SELECT at FROM rate_slots WHERE name = $1 ORDER BY at DESC OFFSET $2 - 1 LIMIT 1
+), slot AS (
+    SELECT greatest(clock_timestamp(), coalesce((SELECT at FROM nth) + make_interval(secs => $3),
+                                                clock_timestamp())) AS at
+), taken AS (
+    INSERT INTO rate_slots (name, at)
+    SELECT $1, at FROM slot WHERE at <= clock_timestamp() + make_interval(secs => $4)
+    RETURNING at
+)
+SELECT (SELECT count(*) FROM taken) > 0 AS taken,
+       extract(epoch FROM (SELECT at FROM slot) - clock_timestamp())::float8 AS delay
+"""
+_PURGE = "DELETE FROM rate_slots WHERE name = $1 AND at < clock_timestamp() - make_interval(secs => $2)"
+
+
+class Pacer:
+    def __init__(self, pool: asyncpg.Pool, name: str, limit: RateLimit, margin: float = MARGIN_SECONDS) -> None:
+        if limit.unlimited:
+            raise ValueError("an unlimited call needs no pacer")
+        self.pool, self.name, self.limit = pool, name, limit
+        self.spacing = limit.window + margin
+        self._lock_key = zlib.crc32(f"rate_slots:{name}".encode())
+
+    async def reserve(self, max_wait: float) -> tuple[bool, float]:
+        """Take the next free slot if it is at most ``max_wait`` seconds away: (taken, seconds until it)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key)
+            row = await conn.fetchrow(_RESERVE, self.name, self.limit.count, self.spacing, max_wait)
+            await conn.execute(_PURGE, self.name, 2 * self.spacing)
+        return bool(row["taken"]), max(float(row["delay"]), 0.0)
+
+    async def wait_turn(self, max_wait: float, beat: Callable[[], None] | None = None) -> tuple[bool, float]:
+        """Reserve, then sleep until the slot (calling ``beat`` about every second, so that an activity
+        keeps heartbeating and hears a cancel). Answers what :meth:`reserve` answered."""
+        taken, delay = await self.reserve(max_wait)
+        if not taken:
+            return taken, delay
+        loop = asyncio.get_running_loop()
+        until = loop.time() + delay
+        while (left := until - loop.time()) > 0:
+            if beat is not None:
+                beat()
+            await asyncio.sleep(min(left, 1.0))
+        return taken, delay
