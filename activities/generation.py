@@ -205,7 +205,7 @@ class GenerationActivities:
             activity.heartbeat(accepted)  # carry it forward in case recording fails again
             log_event(inp.job_id, "DELIVER_ALREADY_ACCEPTED", message_id=accepted["message_id"],
                       level=accepted["level"], attempt=info.attempt)
-            return await self._record_delivery(inp.job_id, accepted, deadline)
+            return await self._show_done(inp, await self._record_delivery(inp.job_id, accepted, deadline))
 
         lock = await self.repo.try_acquire_delivery_lock(inp.job_id, owner, lease)
         metrics.count("imagegen_delivery_lock", outcome=lock.outcome)  # won / busy / delivered / missing
@@ -263,7 +263,7 @@ class GenerationActivities:
             activity.heartbeat(dict(beat))
             log_event(inp.job_id, "DELIVER_OK", level=result.level, message_id=result.message_id,
                       edited=result.edited, lease_renewals=keeper.renewals)
-            return await self._record_delivery(inp.job_id, dict(beat), deadline)
+            return await self._show_done(inp, await self._record_delivery(inp.job_id, dict(beat), deadline))
         finally:
             keeping.cancel()
             if not send.done():
@@ -286,6 +286,20 @@ class GenerationActivities:
             download_timeout=self.settings.download_timeout_seconds,
             allow_private=self.settings.allow_private_urls,
         )
+
+    async def _show_done(self, inp: DeliverInput, result: DeliverResult) -> DeliverResult:
+        """The final status, right after the delivery was recorded (when the workflow asks: show_done).
+        Cosmetic here: any failure leaves it to the workflow's `finish` activity, which retries it."""
+        if not inp.show_done:
+            return result
+        try:
+            await self._final_status(FinishInput(job_id=inp.job_id, chat_id=inp.chat_id, outcome="done", detail="",
+                                                 status_message_id=inp.status_message_id, lang=inp.lang))
+        except (Exception, asyncio.CancelledError) as exc:  # delivered stays delivered, even if cancelled now
+            log_event(inp.job_id, "FINAL_STATUS_DEFERRED", error=redact(f"{type(exc).__name__}: {exc}")[:200])
+            return result
+        result.status_shown = True
+        return result
 
     async def _record_delivery(self, job_id: str, accepted: dict, deadline: float) -> DeliverResult:
         """Set delivered_at with the message id; retried here while Postgres is unreachable."""
@@ -318,6 +332,10 @@ class GenerationActivities:
         db_state = {"failed": "fail", "timeout": "timeout", "error": "error", "cancelled": "cancelled"}.get(inp.outcome)
         if db_state:  # every generation ends in a terminal state (delivered/undeliverable are set by deliver)
             await self.repo.set_state(inp.job_id, db_state, error=inp.detail or None)
+        await self._final_status(inp)
+
+    async def _final_status(self, inp: FinishInput) -> None:
+        """Log FINISHED and show the outcome on the user's status message."""
         text = status_text(inp.outcome, inp.detail, inp.lang)  # human; the raw detail stays in logs and the row
         log_event(inp.job_id, "FINISHED", outcome=inp.outcome, **({"detail": inp.detail} if inp.detail else {}))
         if text is None:  # undeliverable: the user cannot be reached

@@ -85,6 +85,11 @@ class DeliverInput:
     model: str
     aspect_ratio: str
     lang: str = "ru"
+    # Set by workflows with the "lean-finish-1" patch: once delivered, the activity itself shows the
+    # final "✅" status (one activity fewer per generation); the workflow falls back to `finish` when
+    # it could not (status_shown False).
+    show_done: bool = False
+    status_message_id: int | None = None
 
 
 @dataclass
@@ -92,6 +97,7 @@ class DeliverResult:
     outcome: str  # "delivered" | "skipped" (someone else delivered it)
     level: str = ""  # "url" | "bytes" | "text"
     message_id: int | None = None
+    status_shown: bool = False  # the final status is on screen (DeliverInput.show_done)
 
 
 @dataclass

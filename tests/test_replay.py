@@ -37,6 +37,9 @@ SCENARIOS = {
     # Recorded after the operator-visibility change (search attributes, details, summaries):
     "visible_callback": dict(),
     "visible_fallback_bytes": dict(file_mode="ok", telegram_fail=("sendPhoto", 400, "Bad Request: failed to get HTTP URL content")),
+    # Recorded after the lean-finish change (the delivery shows the final status; finish is the fallback):
+    "lean_callback": dict(),
+    "lean_status_deferred": dict(telegram_fail=("editMessageText", 502, "Bad Gateway")),
 }
 
 

@@ -61,6 +61,10 @@ PROGRESS_EVERY = 10.0  # seconds between two "generating" edits of the status me
 # the rate-limited createTask queue); behind a patch, as it adds a timer to the command sequence.
 QUEUED_STATUS_PATCH = "queued-status-1"
 QUEUED_AFTER_SECONDS = 3.0
+# Fewer server round trips per generation (issue 9, throughput): the bot already set
+# GenerationState=creating at start, so the first upsert is skipped, and the deliver activity shows the
+# final "✅" status itself instead of a separate `finish` activity (which stays the fallback).
+LEAN_FINISH_PATCH = "lean-finish-1"
 STATUS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 FINISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10)
 
@@ -187,7 +191,12 @@ class GenerationWorkflow:
             raise
 
     async def _generate(self, inp: GenerationInput) -> GenerationResult:
-        self._move_to("creating")
+        lean = workflow.patched(LEAN_FINISH_PATCH)
+        if lean:  # launch.py started it with GenerationState=creating
+            self._phase = "creating"
+            self._show_details()
+        else:
+            self._move_to("creating")
         try:
             create = workflow.start_activity_method(
                 GenerationActivities.create_task,
@@ -281,7 +290,7 @@ class GenerationWorkflow:
                 GenerationActivities.deliver,
                 DeliverInput(
                     job_id=inp.job_id, chat_id=inp.chat_id, url=urls[0], model=inp.model, aspect_ratio=inp.aspect_ratio,
-                    lang=inp.lang,
+                    lang=inp.lang, show_done=lean, status_message_id=inp.status_message_id,
                 ),
                 task_queue=_queue(ratelimits.TELEGRAM),
                 start_to_close_timeout=DELIVER_START_TO_CLOSE,
@@ -291,7 +300,7 @@ class GenerationWorkflow:
                 # Wait for the activity to confirm a cancel: only then is it known that nothing is
                 # being sent (an attempt that Telegram already accepted completes as delivered).
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary="deliver (url → bytes → text)",
+                summary="deliver (url → bytes → text)" + (" + status ✅" if lean else ""),
             )
         except ActivityError as err:
             _raise_if_cancelled(err)
@@ -302,7 +311,7 @@ class GenerationWorkflow:
             metrics.count("imagegen_deliveries", meter=workflow.metric_meter(), level=delivered.level or "unknown")
             metrics.observe("imagegen_callback_to_delivered_seconds", (workflow.now() - woke_at).total_seconds(),
                             meter=workflow.metric_meter())
-        return await self._finish(inp, "done", "", delivery_level=delivered.level)
+        return await self._finish(inp, "done", "", delivery_level=delivered.level, shown=delivered.status_shown)
 
     async def _queue_status(self, inp: GenerationInput, kind: str) -> None:
         """Cosmetic: a status edit that fails is logged, never a reason to stop the generation."""
@@ -322,7 +331,9 @@ class GenerationWorkflow:
             _raise_if_cancelled(err)
             workflow.logger.warning("QUEUE_STATUS_FAILED job_id=%s kind=%s", inp.job_id, kind)
 
-    async def _finish(self, inp: GenerationInput, outcome: str, detail: str, delivery_level: str = "") -> GenerationResult:
+    async def _finish(self, inp: GenerationInput, outcome: str, detail: str, delivery_level: str = "",
+                      shown: bool = False) -> GenerationResult:
+        """Record the outcome (state, metrics) and show it to the user, unless delivery already did (shown)."""
         if detail and outcome != "done":
             self._last_error = detail
         extra = [visibility.DELIVERY_LEVEL.value_set(delivery_level)] if delivery_level else []
@@ -331,6 +342,10 @@ class GenerationWorkflow:
             meter = workflow.metric_meter()
             metrics.count("imagegen_generations_finished", meter=meter, outcome=outcome, model=inp.model)
             metrics.observe("imagegen_record_info_per_generation", float(self._polls), meter=meter)
+        if shown:
+            return GenerationResult(
+                job_id=inp.job_id, outcome=outcome, task_id=self._task_id, detail=detail, delivery_level=delivery_level
+            )
         try:
             await workflow.execute_activity_method(
                 GenerationActivities.finish,
