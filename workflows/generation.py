@@ -63,7 +63,8 @@ QUEUED_STATUS_PATCH = "queued-status-1"
 QUEUED_AFTER_SECONDS = 3.0
 # Fewer server round trips per generation (issue 9, throughput): the bot already set
 # GenerationState=creating at start, so the first upsert is skipped, and the deliver activity shows the
-# final "✅" status itself instead of a separate `finish` activity (which stays the fallback).
+# final "✅" status itself instead of a separate `finish` activity (which stays the fallback). It implies
+# the two patches above (one patch marker per new workflow instead of three).
 LEAN_FINISH_PATCH = "lean-finish-1"
 STATUS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 FINISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10)
@@ -113,6 +114,7 @@ class GenerationWorkflow:
         self._delivery_level = ""
         self._next_poll_at: str = ""
         self._visible = False  # search attributes / details / metrics (VISIBILITY_PATCH)
+        self._lean = False  # LEAN_FINISH_PATCH (implies VISIBILITY_PATCH and QUEUED_STATUS_PATCH)
         self._progress_shown: float | None = None  # elapsed seconds at the last "generating" status edit
 
     @workflow.signal
@@ -178,7 +180,10 @@ class GenerationWorkflow:
 
     @workflow.run
     async def run(self, inp: GenerationInput) -> GenerationResult:
-        self._visible = workflow.patched(VISIBILITY_PATCH)
+        # Each patch() of a new workflow costs a marker and a TemporalChangeVersion upsert: the newest
+        # patch implies the older ones (which old histories still answer on their own).
+        self._lean = workflow.patched(LEAN_FINISH_PATCH)
+        self._visible = self._lean or workflow.patched(VISIBILITY_PATCH)
         try:
             return await self._generate(inp)
         except (asyncio.CancelledError, ActivityError) as err:
@@ -191,7 +196,7 @@ class GenerationWorkflow:
             raise
 
     async def _generate(self, inp: GenerationInput) -> GenerationResult:
-        lean = workflow.patched(LEAN_FINISH_PATCH)
+        lean = self._lean
         if lean:  # launch.py started it with GenerationState=creating
             self._phase = "creating"
             self._show_details()
@@ -217,7 +222,7 @@ class GenerationWorkflow:
                 summary=f"createTask {_kie_model(inp.model)}",
             )
             queued = False
-            if workflow.patched(QUEUED_STATUS_PATCH):
+            if lean or workflow.patched(QUEUED_STATUS_PATCH):
                 done, _ = await workflow.wait([create], timeout=QUEUED_AFTER_SECONDS)
                 if not done:  # waiting its turn in the createTask queue: tell the user
                     queued = True
