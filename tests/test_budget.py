@@ -60,3 +60,36 @@ async def test_create_task_db_retries_end_inside_start_to_close_and_heartbeat(po
         gaps = [b - a for a, b in zip([t0] + beats, beats + [t0 + elapsed])]
         assert len(beats) >= 3 and max(gaps) < 3.0, gaps
         assert len(kie.tasks) == 1  # one paid Kie task
+
+
+async def test_create_task_gives_a_far_createtask_slot_back_to_the_queue(pool, pg_dsn, temporal_env):
+    """Kie's window is full for longer than this attempt may wait (imagegen/pacer.py): no Kie call, no
+    slot taken; the task goes back to the Temporal queue (KiePaced, benign, with a retry delay)."""
+    from imagegen.ratelimits import KIE_CREATE, RateLimit
+
+    async with KieSimulator(api_key="test-kie-key") as kie:
+        stack = Stack(client=temporal_env.client, pool=pool, dsn=pg_dsn, task_queue="unused")
+        settings = stack.settings(kie_api_base=kie.base_url, kie_create_limit=RateLimit(20, 10.0))
+        kie_client = KieClient(kie.base_url, "test-kie-key")
+        bot = create_bot("1:x", "http://127.0.0.1:9")
+        acts = GenerationActivities(settings=settings, repo=JobRepository(pool), kie=kie_client, bot=bot)
+        # 20 slots 30 s from now: the next free one is ~40 s away, the attempt may wait 40 - 5 - 15 = 20 s.
+        await pool.execute("INSERT INTO rate_slots (name, at) SELECT $1, now() + interval '30 s' FROM generate_series(1, 20)",
+                           KIE_CREATE)
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, start_to_close_timeout=timedelta(seconds=40),
+                                       started_time=datetime.now(timezone.utc), heartbeat_details=[])
+        inp = CreateTaskInput(job_id="paced-" + str(int(time.time() * 1000)), workflow_id="w", user_id=1, chat_id=1,
+                              model="zimage", prompt="p", aspect_ratio="1:1", status_message_id=None)
+        try:
+            with pytest.raises(ApplicationError) as err:
+                await env.run(acts.create_task, inp)
+            slots = await pool.fetchval("SELECT count(*) FROM rate_slots WHERE name = $1", KIE_CREATE)
+        finally:
+            await pool.execute("DELETE FROM rate_slots WHERE name = $1", KIE_CREATE)
+            await kie_client.close()
+            await bot.session.close()
+            await pool.execute("DELETE FROM generation_jobs WHERE id = $1", inp.job_id)
+        assert err.value.type == "KiePaced" and not err.value.non_retryable
+        assert err.value.next_retry_delay is not None and err.value.next_retry_delay >= timedelta(seconds=15)
+        assert slots == 20 and len(kie.tasks) == 0
