@@ -86,9 +86,7 @@ def build_workers(client: Client, task_queue: str, acts: GenerationActivities,
     external call (imagegen/ratelimits.py). The server enforces each queue's rate for all worker
     processes together; every worker must be given the same limits."""
     concurrency = acts.settings.worker_max_concurrent_activities
-    limits = {ratelimits.KIE_CREATE: acts.settings.kie_create_limit,
-              ratelimits.KIE_INFO: acts.settings.kie_record_info_limit,
-              ratelimits.TELEGRAM: acts.settings.telegram_send_limit}
+    limits = acts.settings.rate_limits
     # The workflow queue also runs every generation activity: ones scheduled there before the
     # queues were split (running workflows replay fine: the task queue is not part of determinism).
     workers = [make_worker(client, task_queue, acts.all() + RetentionActivities(acts.repo.pool).all(),
@@ -122,9 +120,8 @@ def make_worker(client: Client, task_queue: str, activities: list, max_concurren
 
 
 def _limits_text(settings: Settings) -> str:
-    return ",".join(f"{kind}:{limit}@{limit.rate_for(kind) or 'unlimited'}/s" for kind, limit in (
-        (ratelimits.KIE_CREATE, settings.kie_create_limit), (ratelimits.KIE_INFO, settings.kie_record_info_limit),
-        (ratelimits.TELEGRAM, settings.telegram_send_limit)))
+    return ",".join(f"{kind}:{limit}@{limit.rate_for(kind) or 'unlimited'}/s"
+                    for kind, limit in settings.rate_limits.items())
 
 
 async def run(settings: Settings, *, runtime: Runtime | None = None) -> None:

@@ -28,6 +28,10 @@ class GenerationInput:
     # (e.g. {"quality": "high"}), see imagegen.models. Defaults keep older payloads readable.
     lang: str = "ru"
     options: dict[str, str] = field(default_factory=dict)
+    # Kinds of external call without a rate limit (Settings.direct_kinds, as the bot had them at the
+    # start): their activities run on the workflow's own task queue instead of the kind's
+    # rate-limited one, so the server hands them to the worker in the same round trip (eager).
+    direct_kinds: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
+from imagegen import ratelimits
 from imagegen.ratelimits import RateLimit
 
 
@@ -257,6 +258,18 @@ class Settings(BaseSettings):
     @property
     def max_wait_seconds(self) -> float:
         return self.poll_schedule[-1][0]
+
+    @property
+    def rate_limits(self) -> dict[str, RateLimit]:
+        """The limit of each kind of external call (imagegen/ratelimits.py)."""
+        return {ratelimits.KIE_CREATE: self.kie_create_limit, ratelimits.KIE_INFO: self.kie_record_info_limit,
+                ratelimits.TELEGRAM: self.telegram_send_limit}
+
+    @property
+    def direct_kinds(self) -> list[str]:
+        """The kinds of call without a limit: a generation runs them on its own workflow task queue
+        (GenerationInput.direct_kinds), where the server can hand the activity over eagerly."""
+        return [kind for kind, limit in self.rate_limits.items() if limit.unlimited]
 
     @property
     def temporal_tls_enabled(self) -> bool:

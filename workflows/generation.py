@@ -83,9 +83,11 @@ def _kie_model(key: str) -> str:
     return model.kie_model if model is not None else key
 
 
-def _queue(kind: str) -> str:
-    """The rate-limited activity task queue of one kind of external call (imagegen/ratelimits.py)."""
-    return ratelimits.queue_name(workflow.info().task_queue, kind)
+def _queue(kind: str, direct: frozenset[str] = frozenset()) -> str:
+    """The activity task queue of one kind of external call: its rate-limited queue
+    (imagegen/ratelimits.py), or the workflow's own when the kind has no limit (`direct`)."""
+    base = workflow.info().task_queue
+    return base if kind in direct else ratelimits.queue_name(base, kind)
 
 
 def _raise_if_cancelled(err: BaseException) -> None:
@@ -114,6 +116,7 @@ class GenerationWorkflow:
         self._delivery_level = ""
         self._next_poll_at: str = ""
         self._visible = False  # search attributes / details / metrics (VISIBILITY_PATCH)
+        self._direct: frozenset[str] = frozenset()  # kinds of call run on this workflow's own queue
         self._lean = False  # LEAN_FINISH_PATCH (implies VISIBILITY_PATCH and QUEUED_STATUS_PATCH)
         self._progress_shown: float | None = None  # elapsed seconds at the last "generating" status edit
 
@@ -182,6 +185,7 @@ class GenerationWorkflow:
     async def run(self, inp: GenerationInput) -> GenerationResult:
         # Each patch() of a new workflow costs a marker and a TemporalChangeVersion upsert: the newest
         # patch implies the older ones (which old histories still answer on their own).
+        self._direct = frozenset(inp.direct_kinds)
         self._lean = workflow.patched(LEAN_FINISH_PATCH)
         self._visible = self._lean or workflow.patched(VISIBILITY_PATCH)
         try:
@@ -216,7 +220,7 @@ class GenerationWorkflow:
                     status_message_id=inp.status_message_id,
                     options=dict(inp.options),
                 ),
-                task_queue=_queue(ratelimits.KIE_CREATE),
+                task_queue=_queue(ratelimits.KIE_CREATE, self._direct),
                 start_to_close_timeout=timedelta(seconds=40),
                 retry_policy=CREATE_RETRY,
                 summary=f"createTask {_kie_model(inp.model)}",
@@ -264,7 +268,7 @@ class GenerationWorkflow:
                     GenerationActivities.poll_task,
                     PollInput(job_id=inp.job_id, task_id=self._task_id, tick=self._polls, reason=reason,
                               progress=self._progress(inp, (workflow.now() - started).total_seconds())),
-                    task_queue=_queue(ratelimits.KIE_INFO),
+                    task_queue=_queue(ratelimits.KIE_INFO, self._direct),
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=POLL_RETRY,
                     summary=f"recordInfo #{self._polls} ({reason})",
@@ -297,7 +301,7 @@ class GenerationWorkflow:
                     job_id=inp.job_id, chat_id=inp.chat_id, url=urls[0], model=inp.model, aspect_ratio=inp.aspect_ratio,
                     lang=inp.lang, show_done=lean, status_message_id=inp.status_message_id,
                 ),
-                task_queue=_queue(ratelimits.TELEGRAM),
+                task_queue=_queue(ratelimits.TELEGRAM, self._direct),
                 start_to_close_timeout=DELIVER_START_TO_CLOSE,
                 heartbeat_timeout=DELIVER_HEARTBEAT,
                 schedule_to_close_timeout=timedelta(hours=1),
@@ -327,7 +331,7 @@ class GenerationWorkflow:
                 GenerationActivities.queue_status,
                 QueueStatusInput(job_id=inp.job_id, chat_id=inp.chat_id, status_message_id=inp.status_message_id,
                                  kind=kind, model=inp.model, aspect_ratio=inp.aspect_ratio, lang=inp.lang),
-                task_queue=_queue(ratelimits.TELEGRAM),
+                task_queue=_queue(ratelimits.TELEGRAM, self._direct),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=STATUS_RETRY,
                 summary=f"status {kind}",
@@ -362,7 +366,7 @@ class GenerationWorkflow:
                     detail=detail,
                     lang=inp.lang,
                 ),
-                task_queue=_queue(ratelimits.TELEGRAM),
+                task_queue=_queue(ratelimits.TELEGRAM, self._direct),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=FINISH_RETRY,
                 summary=f"status {STATUS_ICON.get(outcome, '')} {'' if outcome == 'done' else outcome}".rstrip(),

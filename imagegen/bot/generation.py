@@ -125,6 +125,7 @@ async def submit(
         job_id=job_id, user_id=user_id, chat_id=chat_id, model=req.model.key, prompt=req.prompt,
         aspect_ratio=req.ratio, status_message_id=status_message_id,
         poll_schedule=[[u, i] for u, i in settings.poll_schedule], lang=req.lang, options=options,
+        direct_kinds=settings.direct_kinds,
     )
     try:
         # Safe to repeat; after an ambiguous failure (e.g. a timeout after the server accepted) it

@@ -38,6 +38,7 @@ def input_for(job: dict, settings: Settings) -> GenerationInput:
         aspect_ratio=job["aspect_ratio"], status_message_id=job["status_message_id"],
         poll_schedule=[[u, i] for u, i in settings.poll_schedule], lang=normalize(job.get("lang")),
         options=json.loads(job["options"]) if job.get("options") else {},
+        direct_kinds=settings.direct_kinds,
     )
 
 
