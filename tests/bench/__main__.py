@@ -62,6 +62,9 @@ async def run() -> tuple[list[tuple[str, str, str]], str]:
         print(f"bench: 2/5 product ({users} at once, Kie's limits lifted; idle RSS)…", flush=True)
         pr = await scenarios.product(make_stack, sampler, users, runs, temporal.proc.pid)
         print(f"bench:   {pr}", flush=True)
+        print(f"bench: 2b product on the rate-limited queues ({users} at once, limits on but high)…", flush=True)
+        pq = await scenarios.product_on_limited_queues(make_stack, users)
+        print(f"bench:   {pq}", flush=True)
         print(f"bench: 3/5 burst under Kie's limits ({users} users)…", flush=True)
         bu = await scenarios.burst_limited(make_stack, users, pr["press_to_photo_p50"])
         print(f"bench:   {bu}", flush=True)
@@ -84,6 +87,9 @@ async def run() -> tuple[list[tuple[str, str, str]], str]:
         ("2 product", f"throughput, {users} at once (Kie limits lifted)",
          f"{_f(pr['throughput'])} deliveries/s ({pr['delivered']}/{users} delivered, {pr['duplicates']} duplicates, "
          f"{_f(pr['wall'])} s)"),
+        ("2b product", f"throughput, {users} at once, every call on its rate-limited queue (limits on, high)",
+         f"{_f(pq['throughput'])} deliveries/s ({pq['delivered']}/{users} delivered, {pq['duplicates']} duplicates; "
+         f"ratio to the floor {pq['throughput'] / fl['throughput']:.2f})"),
         ("2 product", "callback → sendPhoto, concurrency 1 p50/p95/p99",
          f"{_f(pr['c1_p50'])} / {_f(pr['c1_p95'])} / {_f(pr['c1_p99'])} ms"),
         ("2 product", f"callback → sendPhoto, {users} at once p50/p95/p99",

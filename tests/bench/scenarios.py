@@ -23,6 +23,8 @@ from tests.support.procstack import ROOT, ProcStack
 DEFAULT_SCHEDULE = [(30.0, 3.0), (120.0, 8.0), (900.0, 20.0)]  # today's POLL_SCHEDULE (Kie's guidance)
 LIMITS_OFF = {"KIE_CREATE_LIMIT": "off", "KIE_RECORD_INFO_LIMIT": "off", "TELEGRAM_SEND_LIMIT": "off"}
 LIMITS_DEFAULT = {"KIE_CREATE_LIMIT": "20/10", "KIE_RECORD_INFO_LIMIT": "10/1", "TELEGRAM_SEND_LIMIT": "30/1"}
+# Limits on but far above the load: every call on its rate-limited queue, createTask through the pacer.
+LIMITS_HIGH = {"KIE_CREATE_LIMIT": "1000/1", "KIE_RECORD_INFO_LIMIT": "1000/1", "TELEGRAM_SEND_LIMIT": "1000/1"}
 KIE_WINDOW = (20, 10.0)  # Kie: 20 createTask per 10 s
 WORKFLOW_CACHE = 1000  # the Python SDK's default max_cached_workflows (worker.py keeps it)
 
@@ -222,6 +224,26 @@ async def product(make_stack, sampler: RssSampler, n: int, runs: int, server_pid
                peak_bot=sampler.peak["bot"])
     await ps.stop()
     return out
+
+
+async def product_on_limited_queues(make_stack, n: int) -> dict:
+    """Part 2b: the same n users at once, with the three limits on but far above the load: what the
+    pipeline costs in the shape production runs it (no eager dispatch, createTask through the pacer)."""
+    kie = BenchKie(api_key="bench-kie-key")
+    ps: ProcStack = await make_stack("queues", kie=kie, poll_schedule=DEFAULT_SCHEDULE, extra_env=LIMITS_HIGH)
+    worker = await ps.start_worker("worker")
+    await ps.start_bot("bot")
+    users = Users(ps)
+    await users.prepare(n)
+    await settle(worker.pid)
+    start = users.press_all()
+    ok = await users.wait_photos(600)
+    chats = set(users.buttons)
+    photos = [p.time for p in ps.tg.photos if p.chat_id in chats]
+    wall = (max(photos) - start) if photos else float("nan")
+    delivered, dups = delivery_counts(ps, chats)
+    await ps.stop()
+    return dict(all_delivered=ok, delivered=delivered, duplicates=dups, wall=wall, throughput=delivered / wall)
 
 
 # ------------------------------------------------------------------------- burst under Kie limits
