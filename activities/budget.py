@@ -36,3 +36,13 @@ def attempt_deadline(margin: float = MARGIN_SECONDS) -> float:
 
 def remaining(deadline: float) -> float:
     return deadline - asyncio.get_running_loop().time()
+
+
+async def sleep_heartbeating(seconds: float, details: dict, every: float = 2.0) -> None:
+    """Sleep inside an activity, heartbeating `details` at least every `every` seconds (so neither a
+    heartbeat timeout ends the attempt nor a later attempt loses what `details` carries)."""
+    loop = asyncio.get_running_loop()
+    until = loop.time() + seconds
+    while (left := until - loop.time()) > 0:
+        activity.heartbeat(dict(details))
+        await asyncio.sleep(min(left, every))

@@ -206,7 +206,8 @@ class GenerationActivities:
             activity.heartbeat(accepted)  # carry it forward in case recording fails again
             log_event(inp.job_id, "DELIVER_ALREADY_ACCEPTED", message_id=accepted["message_id"],
                       level=accepted["level"], attempt=info.attempt)
-            return await self._show_done(inp, await self._record_delivery(inp.job_id, accepted, deadline))
+            return await self._show_done(inp, await self._record_delivery(inp.job_id, accepted, deadline),
+                                         deadline, accepted)
 
         lock = await self.repo.try_acquire_delivery_lock(inp.job_id, owner, lease)
         metrics.count("imagegen_delivery_lock", outcome=lock.outcome)  # won / busy / delivered / missing
@@ -264,7 +265,8 @@ class GenerationActivities:
             activity.heartbeat(dict(beat))
             log_event(inp.job_id, "DELIVER_OK", level=result.level, message_id=result.message_id,
                       edited=result.edited, lease_renewals=keeper.renewals)
-            return await self._show_done(inp, await self._record_delivery(inp.job_id, dict(beat), deadline))
+            return await self._show_done(inp, await self._record_delivery(inp.job_id, dict(beat), deadline),
+                                         deadline, dict(beat))
         finally:
             keeping.cancel()
             if not send.done():
@@ -288,18 +290,28 @@ class GenerationActivities:
             allow_private=self.settings.allow_private_urls,
         )
 
-    async def _show_done(self, inp: DeliverInput, result: DeliverResult) -> DeliverResult:
+    async def _show_done(self, inp: DeliverInput, result: DeliverResult, deadline: float, memo: dict) -> DeliverResult:
         """The final status, right after the delivery was recorded (when the workflow asks: show_done).
-        Cosmetic here: any failure leaves it to the workflow's `finish` activity, which retries it."""
+        A 429 is honoured here (its retry_after, jittered, then once more, heartbeating `memo` meanwhile)
+        when the attempt's budget allows; any other failure leaves it to the workflow's `finish`
+        activity, which retries it. The picture stays delivered whatever happens here."""
         if not inp.show_done:
             return result
-        try:
-            await self._final_status(FinishInput(job_id=inp.job_id, chat_id=inp.chat_id, outcome="done", detail="",
-                                                 status_message_id=inp.status_message_id, lang=inp.lang))
-        except (Exception, asyncio.CancelledError) as exc:  # delivered stays delivered, even if cancelled now
-            log_event(inp.job_id, "FINAL_STATUS_DEFERRED", error=redact(f"{type(exc).__name__}: {exc}")[:200])
+        final = FinishInput(job_id=inp.job_id, chat_id=inp.chat_id, outcome="done", detail="",
+                            status_message_id=inp.status_message_id, lang=inp.lang)
+        for last_try in (False, True):
+            try:
+                await self._final_status(final)
+            except (Exception, asyncio.CancelledError) as exc:  # delivered stays delivered, even if cancelled now
+                wait = exc.next_retry_delay if isinstance(exc, ApplicationError) else None
+                if last_try or wait is None or budget.remaining(deadline) < wait.total_seconds() + 1.0:
+                    log_event(inp.job_id, "FINAL_STATUS_DEFERRED", error=redact(f"{type(exc).__name__}: {exc}")[:200])
+                    return result
+                log_event(inp.job_id, "FINAL_STATUS_RETRY", retry_in=round(wait.total_seconds(), 1))
+                await budget.sleep_heartbeating(wait.total_seconds(), memo)
+                continue
+            result.status_shown = True
             return result
-        result.status_shown = True
         return result
 
     async def _record_delivery(self, job_id: str, accepted: dict, deadline: float) -> DeliverResult:

@@ -11,8 +11,9 @@ task-queue limiter is a token bucket per partition whose burst is ``ceil(rate)``
 ``matching.minTaskThrottlingBurstSize``, 1); measured on the dev server (one partition) a backlog
 is dispatched at ``ceil(rate) + 1`` at once, then evenly. A sliding window of ``window`` seconds may
 therefore see ``ceil(rate) + 1 + rate × window`` calls; :meth:`RateLimit.queue_rate` is the largest
-rate (in steps of 0.1/s) that keeps that within ``count``: 1.7/s for ``20/10``, 4/s for ``10/1``,
-14/s for ``30/1``. With N partitions each gets rate/N with its own burst, and a backlog sitting in
+rate (in steps of 0.1/s) that keeps that within ``count``: 4/s for ``10/1``, 14/s for ``30/1``. For
+Kie's ``20/10`` that would be 1.7/s, a third of Kie's burst lost: createTask (``PACED``) is shaped
+exactly by imagegen/pacer.py instead, and its queue rate is a ceiling (:attr:`RateLimit.ceiling_rate`). With N partitions each gets rate/N with its own burst, and a backlog sitting in
 one partition is drained at rate/N: the rate-limited queues need ONE partition
 (``matching.numTaskqueueReadPartitions`` / ``...WritePartitions`` = 1 for these queues; see
 ``dev_server_args`` and docs/performance.md).

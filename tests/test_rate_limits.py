@@ -167,6 +167,28 @@ async def test_a_rate_limited_confirmation_is_retried_not_left_to_the_next_poll(
     assert (await handle.query("status"))["polls"] == 1  # one confirmation, retried inside the activity
 
 
+async def test_a_kind_without_a_limit_runs_on_the_workflows_own_queue(stack):
+    """The bot passes the kinds whose limit is `off` (Settings.direct_kinds); the workflow schedules
+    those on its own task queue (eager dispatch), the others on their rate-limited queues."""
+    base = {"TELEGRAM_BOT_TOKEN": "1:x", "KIE_API_KEY": "k", "PUBLIC_BASE_URL": "http://a", "CALLBACK_SECRET": "c"}
+    assert Settings.from_env(base).direct_kinds == []
+    assert Settings.from_env({**base, "KIE_RECORD_INFO_LIMIT": "off", "TELEGRAM_SEND_LIMIT": "off"}).direct_kinds == [
+        KIE_INFO, TELEGRAM]
+
+    async def queues(direct_kinds):
+        handle, _, chat_id = await stack.start_generation(direct_kinds=direct_kinds)
+        assert (await asyncio.wait_for(handle.result(), 30)).outcome == "done"
+        assert len(stack.photos_for(chat_id)) == 1
+        return {e.activity_task_scheduled_event_attributes.activity_type.name:
+                e.activity_task_scheduled_event_attributes.task_queue.name
+                for e in (await handle.fetch_history()).events if e.HasField("activity_task_scheduled_event_attributes")}
+
+    q = stack.task_queue
+    assert await queues([KIE_INFO, TELEGRAM]) == {"create_task": f"{q}-kie-create", "poll_task": q, "deliver": q}
+    assert await queues([]) == {"create_task": f"{q}-kie-create", "poll_task": f"{q}-kie-info",
+                                "deliver": f"{q}-telegram"}
+
+
 def test_compose_gives_the_rate_limited_queues_one_partition():
     """docker compose's Temporal server gets deploy/dynamicconfig.yaml, which pins exactly the three
     queues the worker derives from the default TEMPORAL_TASK_QUEUE to one partition."""

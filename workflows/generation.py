@@ -351,10 +351,11 @@ class GenerationWorkflow:
             meter = workflow.metric_meter()
             metrics.count("imagegen_generations_finished", meter=meter, outcome=outcome, model=inp.model)
             metrics.observe("imagegen_record_info_per_generation", float(self._polls), meter=meter)
+        result = GenerationResult(
+            job_id=inp.job_id, outcome=outcome, task_id=self._task_id, detail=detail, delivery_level=delivery_level
+        )
         if shown:
-            return GenerationResult(
-                job_id=inp.job_id, outcome=outcome, task_id=self._task_id, detail=detail, delivery_level=delivery_level
-            )
+            return result
         try:
             await workflow.execute_activity_method(
                 GenerationActivities.finish,
@@ -373,6 +374,4 @@ class GenerationWorkflow:
             )
         except ActivityError:
             workflow.logger.warning("FINISH_FAILED job_id=%s outcome=%s", inp.job_id, outcome)
-        return GenerationResult(
-            job_id=inp.job_id, outcome=outcome, task_id=self._task_id, detail=detail, delivery_level=delivery_level
-        )
+        return result
