@@ -226,21 +226,27 @@ async def product(make_stack, sampler: RssSampler, n: int, runs: int, server_pid
     return out
 
 
-async def product_on_limited_queues(make_stack, n: int) -> dict:
-    """Part 2b: the same n users at once, with the three limits on but far above the load: what the
-    pipeline costs in the shape production runs it (no eager dispatch, createTask through the pacer)."""
-    kie = BenchKie(api_key="bench-kie-key")
-    ps: ProcStack = await make_stack("queues", kie=kie, poll_schedule=DEFAULT_SCHEDULE, extra_env=LIMITS_HIGH)
+async def press_all_at_once(ps: ProcStack, n: int, timeout: float) -> tuple[set[int], float, bool]:
+    """Real worker.py and bot.py on `ps`, n scripted users brought up to the ratio keyboard, then every
+    tap at once: (their chats, first tap → last photo in seconds, all delivered in time)."""
     worker = await ps.start_worker("worker")
     await ps.start_bot("bot")
     users = Users(ps)
     await users.prepare(n)
     await settle(worker.pid)
     start = users.press_all()
-    ok = await users.wait_photos(600)
+    ok = await users.wait_photos(timeout)
     chats = set(users.buttons)
     photos = [p.time for p in ps.tg.photos if p.chat_id in chats]
-    wall = (max(photos) - start) if photos else float("nan")
+    return chats, (max(photos) - start) if photos else float("nan"), ok
+
+
+async def product_on_limited_queues(make_stack, n: int) -> dict:
+    """Part 2b: the same n users at once, with the three limits on but far above the load: what the
+    pipeline costs in the shape production runs it (no eager dispatch, createTask through the pacer)."""
+    ps: ProcStack = await make_stack("queues", kie=BenchKie(api_key="bench-kie-key"), poll_schedule=DEFAULT_SCHEDULE,
+                                     extra_env=LIMITS_HIGH)
+    chats, wall, ok = await press_all_at_once(ps, n, 600)
     delivered, dups = delivery_counts(ps, chats)
     await ps.stop()
     return dict(all_delivered=ok, delivered=delivered, duplicates=dups, wall=wall, throughput=delivered / wall)
@@ -252,16 +258,7 @@ async def burst_limited(make_stack, n: int, single_latency: float) -> dict:
     kie = BenchKie(api_key="bench-kie-key")
     kie.enforce_limits = True
     ps: ProcStack = await make_stack("burst", kie=kie, poll_schedule=DEFAULT_SCHEDULE, extra_env=LIMITS_DEFAULT)
-    worker = await ps.start_worker("worker")
-    await ps.start_bot("bot")
-    users = Users(ps)
-    await users.prepare(n)
-    await settle(worker.pid)
-    start = users.press_all()
-    ok = await users.wait_photos(900)
-    chats = set(users.buttons)
-    photos = [p.time for p in ps.tg.photos if p.chat_id in chats]
-    wall = (max(photos) - start) if photos else float("nan")
+    chats, wall, ok = await press_all_at_once(ps, n, 900)
     delivered, dups = delivery_counts(ps, chats)
     count, window = KIE_WINDOW
     theoretical = (n - 1) // count * window + single_latency  # the n-th createTask, then one generation
