@@ -86,15 +86,14 @@ def build_workers(client: Client, task_queue: str, acts: GenerationActivities,
     external call (imagegen/ratelimits.py). The server enforces each queue's rate for all worker
     processes together; every worker must be given the same limits."""
     concurrency = acts.settings.worker_max_concurrent_activities
-    limits = acts.settings.rate_limits
     # The workflow queue also runs every generation activity: ones scheduled there before the
     # queues were split (running workflows replay fine: the task queue is not part of determinism).
     workers = [make_worker(client, task_queue, acts.all() + RetentionActivities(acts.repo.pool).all(),
                            concurrency, workflows=list(workflows))]
-    for kind, limit in limits.items():
+    for kind, limit in acts.settings.rate_limits.items():
         # A paced kind waits for its Postgres time slot inside the activity: at most `count` of them
         # at once per process, so such a wait stays about one window long (imagegen/pacer.py).
-        slots = min(concurrency, limit.count) if kind in ratelimits.PACED and not limit.unlimited else concurrency
+        slots = min(concurrency, limit.count) if limit.paces(kind) else concurrency
         workers.append(make_worker(client, ratelimits.queue_name(task_queue, kind), acts.for_queue(kind),
                                    slots, max_task_queue_activities_per_second=limit.rate_for(kind)))
     return workers

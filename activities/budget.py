@@ -38,11 +38,16 @@ def remaining(deadline: float) -> float:
     return deadline - asyncio.get_running_loop().time()
 
 
-async def sleep_heartbeating(seconds: float, details: dict, every: float = 2.0) -> None:
-    """Sleep inside an activity, heartbeating `details` at least every `every` seconds (so neither a
-    heartbeat timeout ends the attempt nor a later attempt loses what `details` carries)."""
+def heartbeat(details: dict | None = None) -> None:
+    """Heartbeat the running activity with a copy of `details` (a memo a later attempt reads), if any."""
+    activity.heartbeat(dict(details)) if details else activity.heartbeat()
+
+
+async def sleep_heartbeating(seconds: float, details: dict | None = None, every: float = 2.0) -> None:
+    """Sleep inside an activity, heartbeating `details` at least every `every` seconds (so a cancel
+    reaches it, no heartbeat timeout ends the attempt, and a later attempt keeps what `details` carries)."""
     loop = asyncio.get_running_loop()
     until = loop.time() + seconds
     while (left := until - loop.time()) > 0:
-        activity.heartbeat(dict(details))
+        heartbeat(details)
         await asyncio.sleep(min(left, every))

@@ -76,7 +76,7 @@ class GenerationActivities:
         self.kie = kie
         self.bot = bot
         limit = settings.kie_create_limit
-        self.create_pacer = None if limit.unlimited else Pacer(repo.pool, ratelimits.KIE_CREATE, limit)
+        self.create_pacer = Pacer(repo.pool, ratelimits.KIE_CREATE, limit) if limit.paces(ratelimits.KIE_CREATE) else None
 
     @activity.defn(name="create_task")
     async def create_task(self, inp: CreateTaskInput) -> str:
@@ -140,13 +140,14 @@ class GenerationActivities:
         if self.create_pacer is None:
             return
         max_wait = max(budget.remaining(deadline) - PACED_CALL_RESERVE_SECONDS, 0.0)
-        taken, delay = await self.create_pacer.wait_turn(max_wait, beat=activity.heartbeat)
+        taken, delay = await self.create_pacer.reserve(max_wait)
         if not taken:
             log_event(job_id, "KIE_PACED", wait=round(delay, 2), requeued=True)
             raise ApplicationError("createTask window full", type="KiePaced", category=BENIGN,
                                    next_retry_delay=timedelta(seconds=max(delay - max_wait, 1.0)))
         if delay > 0.05:
             log_event(job_id, "KIE_PACED", wait=round(delay, 2))
+            await budget.sleep_heartbeating(delay)
 
     @activity.defn(name="poll_task")
     async def poll_task(self, inp: PollInput) -> PollResult:
@@ -206,8 +207,7 @@ class GenerationActivities:
             activity.heartbeat(accepted)  # carry it forward in case recording fails again
             log_event(inp.job_id, "DELIVER_ALREADY_ACCEPTED", message_id=accepted["message_id"],
                       level=accepted["level"], attempt=info.attempt)
-            return await self._show_done(inp, await self._record_delivery(inp.job_id, accepted, deadline),
-                                         deadline, accepted)
+            return await self._record_and_show(inp, accepted, deadline)
 
         lock = await self.repo.try_acquire_delivery_lock(inp.job_id, owner, lease)
         metrics.count("imagegen_delivery_lock", outcome=lock.outcome)  # won / busy / delivered / missing
@@ -265,8 +265,7 @@ class GenerationActivities:
             activity.heartbeat(dict(beat))
             log_event(inp.job_id, "DELIVER_OK", level=result.level, message_id=result.message_id,
                       edited=result.edited, lease_renewals=keeper.renewals)
-            return await self._show_done(inp, await self._record_delivery(inp.job_id, dict(beat), deadline),
-                                         deadline, dict(beat))
+            return await self._record_and_show(inp, dict(beat), deadline)
         finally:
             keeping.cancel()
             if not send.done():
@@ -290,37 +289,34 @@ class GenerationActivities:
             allow_private=self.settings.allow_private_urls,
         )
 
-    async def _show_done(self, inp: DeliverInput, result: DeliverResult, deadline: float, memo: dict) -> DeliverResult:
-        """The final status, right after the delivery was recorded (when the workflow asks: show_done).
-        A 429 is honoured here (its retry_after, jittered, then once more, heartbeating `memo` meanwhile)
-        when the attempt's budget allows; any other failure leaves it to the workflow's `finish`
-        activity, which retries it. The picture stays delivered whatever happens here."""
+    async def _record_and_show(self, inp: DeliverInput, accepted: dict, deadline: float) -> DeliverResult:
+        """Telegram accepted `accepted`: record it (retried while Postgres is unreachable), then show
+        the final status when the workflow asks (show_done). A 429 on that status is honoured here (its
+        retry_after, jittered, then once more, heartbeating the memo meanwhile) when the attempt's budget
+        allows; any other failure leaves it to the workflow's `finish` activity, which retries it. The
+        picture stays delivered whatever happens to the status."""
+        held = await self._retry_db(inp.job_id, "mark_delivered", lambda: self.repo.mark_delivered(
+            inp.job_id, accepted["owner"], message_id=accepted["message_id"], level=accepted["level"]),
+            deadline, accepted)
+        log_event(inp.job_id, "MARK_DELIVERED", message_id=accepted["message_id"], lock_held=held)
+        result = DeliverResult("delivered", accepted["level"], accepted["message_id"])
         if not inp.show_done:
             return result
         final = FinishInput(job_id=inp.job_id, chat_id=inp.chat_id, outcome="done", detail="",
                             status_message_id=inp.status_message_id, lang=inp.lang)
-        for last_try in (False, True):
+        for retried in (False, True):
             try:
-                await self._final_status(final)
+                await self._final_status(final, delivered_message_id=result.message_id)
+                result.status_shown = True
+                return result
             except (Exception, asyncio.CancelledError) as exc:  # delivered stays delivered, even if cancelled now
                 wait = exc.next_retry_delay if isinstance(exc, ApplicationError) else None
-                if last_try or wait is None or budget.remaining(deadline) < wait.total_seconds() + 1.0:
+                if retried or wait is None or budget.remaining(deadline) < wait.total_seconds() + 1.0:
                     log_event(inp.job_id, "FINAL_STATUS_DEFERRED", error=redact(f"{type(exc).__name__}: {exc}")[:200])
                     return result
                 log_event(inp.job_id, "FINAL_STATUS_RETRY", retry_in=round(wait.total_seconds(), 1))
-                await budget.sleep_heartbeating(wait.total_seconds(), memo)
-                continue
-            result.status_shown = True
-            return result
+                await budget.sleep_heartbeating(wait.total_seconds(), accepted)
         return result
-
-    async def _record_delivery(self, job_id: str, accepted: dict, deadline: float) -> DeliverResult:
-        """Set delivered_at with the message id; retried here while Postgres is unreachable."""
-        held = await self._retry_db(job_id, "mark_delivered", lambda: self.repo.mark_delivered(
-            job_id, accepted["owner"], message_id=accepted["message_id"], level=accepted["level"]),
-            deadline, accepted)
-        log_event(job_id, "MARK_DELIVERED", message_id=accepted["message_id"], lock_held=held)
-        return DeliverResult("delivered", accepted["level"], accepted["message_id"])
 
     async def _retry_db(self, job_id: str, what: str, call, deadline: float, memo: dict):
         """Run a database write that must not be lost, retrying until the attempt's `deadline`
@@ -347,13 +343,14 @@ class GenerationActivities:
             await self.repo.set_state(inp.job_id, db_state, error=inp.detail or None)
         await self._final_status(inp)
 
-    async def _final_status(self, inp: FinishInput) -> None:
-        """Log FINISHED and show the outcome on the user's status message."""
+    async def _final_status(self, inp: FinishInput, delivered_message_id: int | None = None) -> None:
+        """Log FINISHED and show the outcome on the user's status message (`delivered_message_id`: the
+        delivered picture's message, when the caller knows it; otherwise read from the job)."""
         text = status_text(inp.outcome, inp.detail, inp.lang)  # human; the raw detail stays in logs and the row
         log_event(inp.job_id, "FINISHED", outcome=inp.outcome, **({"detail": inp.detail} if inp.detail else {}))
         if text is None:  # undeliverable: the user cannot be reached
             return
-        if inp.outcome == "done" and await self._status_became_result(inp):
+        if inp.outcome == "done" and await self._status_became_result(inp, delivered_message_id):
             # DELIVERY_MODE=edit: the status message IS the picture (its caption carries the ✅), and
             # Telegram does not notify on edits: one short message that does.
             await self._show_status(inp.job_id, inp.chat_id, None, t("notice.done", inp.lang))
@@ -371,11 +368,13 @@ class GenerationActivities:
                      ratio=inp.aspect_ratio)
         await self._show_status(inp.job_id, inp.chat_id, inp.status_message_id, text)
 
-    async def _status_became_result(self, inp: FinishInput) -> bool:
+    async def _status_became_result(self, inp: FinishInput, delivered_message_id: int | None) -> bool:
         if inp.status_message_id is None:
             return False
-        job = await self.repo.get(inp.job_id)
-        return job is not None and job["delivered_message_id"] == inp.status_message_id
+        if delivered_message_id is None:
+            job = await self.repo.get(inp.job_id)
+            delivered_message_id = job["delivered_message_id"] if job is not None else None
+        return delivered_message_id == inp.status_message_id
 
     async def _show_status(self, job_id: str, chat_id: int, message_id: int | None, text: str) -> None:
         try:

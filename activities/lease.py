@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import asyncio
 
-from temporalio import activity
-
+from activities import budget
 from imagegen.jobs import JobRepository
 from imagegen.logs import log_event
 from imagegen.redact import redact
@@ -33,7 +32,7 @@ class LeaseKeeper:
         loop = asyncio.get_running_loop()
         renewed_at = loop.time()
         while True:
-            activity.heartbeat(dict(self.details)) if self.details else activity.heartbeat()
+            budget.heartbeat(self.details)
             await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
             if guarded.done():
                 continue  # accepted (or failed): only heartbeats from here on, no lease to keep

@@ -8,7 +8,8 @@ bucket that never exceeds Kie's window wastes about a third of Kie's allowance i
     slot(k) = max(now, slot(k - count) + window + margin)
 
 under a transaction-scoped advisory lock, so any ``window`` seconds hold at most ``count`` slots, for
-all worker processes together (the clock is the database's). The call then sleeps until its slot.
+all worker processes together (the clock is the database's). The caller then sleeps until its slot
+(activities: ``budget.sleep_heartbeating``, so a cancel still reaches it).
 ``margin`` covers the time between the slot and the request reaching Kie (event-loop lag, HTTP).
 
 A slot further away than ``max_wait`` is not taken: :meth:`Pacer.reserve` answers ``(False, delay)``
@@ -19,9 +20,7 @@ worker process; the rest of a backlog waits in the (server-limited) Temporal que
 
 from __future__ import annotations
 
-import asyncio
 import zlib
-from typing import Callable
 
 import asyncpg
 
@@ -61,17 +60,3 @@ class Pacer:
             row = await conn.fetchrow(_RESERVE, self.name, self.limit.count, self.spacing, max_wait)
             await conn.execute(_PURGE, self.name, 2 * self.spacing)
         return bool(row["taken"]), max(float(row["delay"]), 0.0)
-
-    async def wait_turn(self, max_wait: float, beat: Callable[[], None] | None = None) -> tuple[bool, float]:
-        """Reserve, then sleep until the slot (calling ``beat`` about every second, so that an activity
-        keeps heartbeating and hears a cancel). Answers what :meth:`reserve` answered."""
-        taken, delay = await self.reserve(max_wait)
-        if not taken:
-            return taken, delay
-        loop = asyncio.get_running_loop()
-        until = loop.time() + delay
-        while (left := until - loop.time()) > 0:
-            if beat is not None:
-                beat()
-            await asyncio.sleep(min(left, 1.0))
-        return taken, delay

@@ -13,8 +13,9 @@ is dispatched at ``ceil(rate) + 1`` at once, then evenly. A sliding window of ``
 therefore see ``ceil(rate) + 1 + rate × window`` calls; :meth:`RateLimit.queue_rate` is the largest
 rate (in steps of 0.1/s) that keeps that within ``count``: 4/s for ``10/1``, 14/s for ``30/1``. For
 Kie's ``20/10`` that would be 1.7/s, a third of Kie's burst lost: createTask (``PACED``) is shaped
-exactly by imagegen/pacer.py instead, and its queue rate is a ceiling (:attr:`RateLimit.ceiling_rate`). With N partitions each gets rate/N with its own burst, and a backlog sitting in
-one partition is drained at rate/N: the rate-limited queues need ONE partition
+exactly by imagegen/pacer.py instead, and its queue rate is a ceiling (:attr:`RateLimit.ceiling_rate`).
+With N partitions each gets rate/N with its own burst, and a backlog sitting in one partition is
+drained at rate/N: the rate-limited queues need ONE partition
 (``matching.numTaskqueueReadPartitions`` / ``...WritePartitions`` = 1 for these queues; see
 ``dev_server_args`` and docs/performance.md).
 """
@@ -87,6 +88,10 @@ class RateLimit:
     def ceiling_rate(self) -> float | None:
         """The queue rate of a paced kind (PACED_CEILING × the average); None = no limit."""
         return None if self.unlimited else round(PACED_CEILING * self.count / self.window, 3)
+
+    def paces(self, kind: str) -> bool:
+        """Whether calls of `kind` under this limit go through the Postgres pacer (imagegen/pacer.py)."""
+        return kind in PACED and not self.unlimited
 
     def rate_for(self, kind: str) -> float | None:
         """The task-queue rate for one kind of call: a ceiling for paced kinds, else the bucket fit."""

@@ -83,8 +83,9 @@ async def test_the_pacer_keeps_an_exact_window_across_pools_and_gives_back_far_s
         went: list[float] = []
 
         async def call(i: int) -> None:
-            taken, _ = await pacers[i % 2].wait_turn(max_wait=5.0)
+            taken, delay = await pacers[i % 2].reserve(max_wait=5.0)
             assert taken
+            await asyncio.sleep(delay)
             went.append(time.monotonic())
 
         started = time.monotonic()

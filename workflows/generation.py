@@ -83,13 +83,6 @@ def _kie_model(key: str) -> str:
     return model.kie_model if model is not None else key
 
 
-def _queue(kind: str, direct: frozenset[str] = frozenset()) -> str:
-    """The activity task queue of one kind of external call: its rate-limited queue
-    (imagegen/ratelimits.py), or the workflow's own when the kind has no limit (`direct`)."""
-    base = workflow.info().task_queue
-    return base if kind in direct else ratelimits.queue_name(base, kind)
-
-
 def _raise_if_cancelled(err: BaseException) -> None:
     """A cancel that reached an activity surfaces as ActivityError(cause=CancelledError): never
     swallow it as an ordinary failure (run() turns it into the cancelled outcome)."""
@@ -148,9 +141,15 @@ class GenerationWorkflow:
         """The phase as a GenerationState (search attribute) value."""
         return visibility.OUTCOME_STATE.get(self._phase, self._phase if self._phase in visibility.STATES else "creating")
 
-    def _move_to(self, phase: str, *extra) -> None:
+    def _queue(self, kind: str) -> str:
+        """The activity task queue of one kind of external call: its rate-limited queue
+        (imagegen/ratelimits.py), or this workflow's own when the kind has no limit (direct_kinds)."""
+        base = workflow.info().task_queue
+        return base if kind in self._direct else ratelimits.queue_name(base, kind)
+
+    def _move_to(self, phase: str, *extra, upsert: bool = True) -> None:
         self._phase = phase
-        if self._visible:
+        if self._visible and upsert:
             workflow.upsert_search_attributes([visibility.state_update(self._state()), *extra])
         self._show_details()
 
@@ -201,11 +200,7 @@ class GenerationWorkflow:
 
     async def _generate(self, inp: GenerationInput) -> GenerationResult:
         lean = self._lean
-        if lean:  # launch.py started it with GenerationState=creating
-            self._phase = "creating"
-            self._show_details()
-        else:
-            self._move_to("creating")
+        self._move_to("creating", upsert=not lean)  # lean: launch.py started it with GenerationState=creating
         try:
             create = workflow.start_activity_method(
                 GenerationActivities.create_task,
@@ -220,7 +215,7 @@ class GenerationWorkflow:
                     status_message_id=inp.status_message_id,
                     options=dict(inp.options),
                 ),
-                task_queue=_queue(ratelimits.KIE_CREATE, self._direct),
+                task_queue=self._queue(ratelimits.KIE_CREATE),
                 start_to_close_timeout=timedelta(seconds=40),
                 retry_policy=CREATE_RETRY,
                 summary=f"createTask {_kie_model(inp.model)}",
@@ -268,7 +263,7 @@ class GenerationWorkflow:
                     GenerationActivities.poll_task,
                     PollInput(job_id=inp.job_id, task_id=self._task_id, tick=self._polls, reason=reason,
                               progress=self._progress(inp, (workflow.now() - started).total_seconds())),
-                    task_queue=_queue(ratelimits.KIE_INFO, self._direct),
+                    task_queue=self._queue(ratelimits.KIE_INFO),
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=POLL_RETRY,
                     summary=f"recordInfo #{self._polls} ({reason})",
@@ -301,7 +296,7 @@ class GenerationWorkflow:
                     job_id=inp.job_id, chat_id=inp.chat_id, url=urls[0], model=inp.model, aspect_ratio=inp.aspect_ratio,
                     lang=inp.lang, show_done=lean, status_message_id=inp.status_message_id,
                 ),
-                task_queue=_queue(ratelimits.TELEGRAM, self._direct),
+                task_queue=self._queue(ratelimits.TELEGRAM),
                 start_to_close_timeout=DELIVER_START_TO_CLOSE,
                 heartbeat_timeout=DELIVER_HEARTBEAT,
                 schedule_to_close_timeout=timedelta(hours=1),
@@ -331,7 +326,7 @@ class GenerationWorkflow:
                 GenerationActivities.queue_status,
                 QueueStatusInput(job_id=inp.job_id, chat_id=inp.chat_id, status_message_id=inp.status_message_id,
                                  kind=kind, model=inp.model, aspect_ratio=inp.aspect_ratio, lang=inp.lang),
-                task_queue=_queue(ratelimits.TELEGRAM, self._direct),
+                task_queue=self._queue(ratelimits.TELEGRAM),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=STATUS_RETRY,
                 summary=f"status {kind}",
@@ -367,7 +362,7 @@ class GenerationWorkflow:
                     detail=detail,
                     lang=inp.lang,
                 ),
-                task_queue=_queue(ratelimits.TELEGRAM, self._direct),
+                task_queue=self._queue(ratelimits.TELEGRAM),
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=FINISH_RETRY,
                 summary=f"status {STATUS_ICON.get(outcome, '')} {'' if outcome == 'done' else outcome}".rstrip(),
