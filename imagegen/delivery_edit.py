@@ -36,9 +36,6 @@ from .delivery import (
 from .logs import log_event
 from .redact import redact
 
-MODES = ("send", "edit")
-
-
 class StatusMessageGone(Exception):
     """The status message cannot be edited into the result: deleted, or the server refuses media on text."""
 
@@ -56,8 +53,7 @@ def settle_edit(exc: BaseException, last: bool) -> bool:
         if last:
             raise PermanentDeliveryError(redact(f"Telegram refused the link edit: {exc.message}")) from None
         return False
-    mapped = classify_telegram_error(exc)
-    raise (mapped or PermanentDeliveryError(redact(str(exc)))) from None
+    raise classify_telegram_error(exc) from None  # not a 400: always mapped
 
 
 async def edit_result(

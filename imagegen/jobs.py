@@ -262,10 +262,10 @@ class JobRepository:
         if current is None:
             return LockResult("missing")
         job = dict(current)
-        lease_left = job.pop("lease_left") or 0.0
+        lease_left = job.pop("lease_left")  # GREATEST(0, …)::float8: never NULL
         if job["delivered_at"] is not None:
             return LockResult("delivered", job)
-        return LockResult("busy", job, lease_left=float(lease_left))
+        return LockResult("busy", job, lease_left=lease_left)
 
     async def extend_delivery_lease(self, job_id: str, owner: str) -> bool:
         """Renew the lease of a live holder (every heartbeat of the delivering activity).

@@ -27,6 +27,12 @@ MARGIN = timedelta(minutes=10)
 RPC_TIMEOUT = timedelta(seconds=10)
 
 
+def deployment_fields(settings) -> dict:
+    """The GenerationInput fields that come from this deployment's settings (imagegen.settings.Settings),
+    not from the user's request: the bot's ratio tap and the sweep build the input with the same."""
+    return dict(poll_schedule=[[u, i] for u, i in settings.poll_schedule], direct_kinds=settings.direct_kinds)
+
+
 def execution_timeout(max_wait_seconds: float) -> timedelta:
     return timedelta(seconds=max_wait_seconds) + DELIVERY_WINDOW + MARGIN
 

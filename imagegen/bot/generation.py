@@ -19,7 +19,7 @@ from imagegen import metrics
 from imagegen.contracts import GenerationInput, workflow_id_for
 from imagegen.i18n import t
 from imagegen.jobs import Admission, JobRepository
-from imagegen.launch import ensure_started
+from imagegen.launch import deployment_fields, ensure_started
 from imagegen.logs import log_event
 from imagegen.models import ImageModel
 from imagegen.redact import redact
@@ -124,8 +124,7 @@ async def submit(
     inp = GenerationInput(
         job_id=job_id, user_id=user_id, chat_id=chat_id, model=req.model.key, prompt=req.prompt,
         aspect_ratio=req.ratio, status_message_id=status_message_id,
-        poll_schedule=[[u, i] for u, i in settings.poll_schedule], lang=req.lang, options=options,
-        direct_kinds=settings.direct_kinds,
+        lang=req.lang, options=options, **deployment_fields(settings),
     )
     try:
         # Safe to repeat; after an ambiguous failure (e.g. a timeout after the server accepted) it

@@ -20,7 +20,7 @@ from temporalio.client import Client
 from imagegen.contracts import GenerationInput, workflow_id_for
 from imagegen.i18n import normalize, t
 from imagegen.jobs import JobRepository
-from imagegen.launch import ensure_started, workflow_exists
+from imagegen.launch import deployment_fields, ensure_started, workflow_exists
 from imagegen.logs import log_event
 from imagegen.redact import redact
 from imagegen.settings import Settings
@@ -36,9 +36,8 @@ def input_for(job: dict, settings: Settings) -> GenerationInput:
     return GenerationInput(
         job_id=job["id"], user_id=job["user_id"], chat_id=job["chat_id"], model=job["model"], prompt=job["prompt"],
         aspect_ratio=job["aspect_ratio"], status_message_id=job["status_message_id"],
-        poll_schedule=[[u, i] for u, i in settings.poll_schedule], lang=normalize(job.get("lang")),
-        options=json.loads(job["options"]) if job.get("options") else {},
-        direct_kinds=settings.direct_kinds,
+        lang=normalize(job.get("lang")), options=json.loads(job["options"]) if job.get("options") else {},
+        **deployment_fields(settings),
     )
 
 
