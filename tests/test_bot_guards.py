@@ -144,3 +144,24 @@ async def test_buttons_never_act_on_another_users_generation(stack):
     await stack.tg.wait_for(lambda: len(answers(stack)) == before + 5)
     assert answers(stack)[before:] == [t("stale_button", "ru")] * 4 + [t("resend.missing", "ru")]
     assert len(stack.kie.tasks) == 1 and stack.tg.documents == [] and len(stack.tg.photos) == 1
+
+
+def test_only_a_database_outage_gets_the_try_again_answer():
+    """The bot's error handler answers "try again in a minute" for Postgres being away, not for
+    Telegram's own network trouble (aiogram raises it from an OSError as well)."""
+    import asyncpg
+    from aiogram.exceptions import TelegramNetworkError
+    from aiogram.methods import SendMessage
+
+    from imagegen.bot.db_outage import database_away
+
+    assert database_away(ConnectionRefusedError(111, "Connection refused"))
+    assert database_away(asyncpg.exceptions.CannotConnectNowError("the database system is starting up"))
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")  # aiohttp's ClientConnectorError is an OSError
+        except OSError as cause:
+            raise TelegramNetworkError(method=SendMessage(chat_id=1, text="x"), message="connection refused") from cause
+    except TelegramNetworkError as exc:
+        assert not database_away(exc)
+    assert not database_away(ValueError("a bug"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from aiogram import Bot, Dispatcher
+from aiogram.exceptions import TelegramAPIError
 from aiogram.types import ErrorEvent
 
 from imagegen.dbdown import is_database_unavailable
@@ -35,6 +36,13 @@ async def answer_database_away(event: ErrorEvent, bot: Bot) -> bool:
     return True
 
 
+def database_away(exc: BaseException) -> bool:
+    """An error of the database being away, not Telegram's: aiogram's TelegramNetworkError is raised
+    from an OSError too (connection refused, timeout), which the database classifier would take for
+    an outage, and the user would be told to wait for the database."""
+    return not isinstance(exc, TelegramAPIError) and is_database_unavailable(exc)
+
+
 def install(dp: Dispatcher) -> None:
     # Only database outages: any other error stays unhandled (aiogram logs it as before).
-    dp.errors.register(answer_database_away, lambda event: is_database_unavailable(event.exception))
+    dp.errors.register(answer_database_away, lambda event: database_away(event.exception))
