@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -29,37 +30,47 @@ class TaskIdWriteFails(JobRepository):
         raise ConnectionRefusedError("connection refused")
 
 
-async def test_create_task_db_retries_end_inside_start_to_close_and_heartbeat(pool, pg_dsn, temporal_env):
+@asynccontextmanager
+async def create_task_attempt(pool, pg_dsn, temporal_env, repo: JobRepository, start_to_close: float, prefix: str,
+                              **settings_overrides):
+    """One createTask attempt under temporalio's ActivityEnvironment, with `start_to_close`, against a
+    fresh Kie simulator: yields (kie, activities, env, input); cleans up the job row and clients."""
     async with KieSimulator(api_key="test-kie-key") as kie:
         stack = Stack(client=temporal_env.client, pool=pool, dsn=pg_dsn, task_queue="unused")
-        settings = stack.settings(kie_api_base=kie.base_url)
+        settings = stack.settings(kie_api_base=kie.base_url, **settings_overrides)
         kie_client = KieClient(kie.base_url, "test-kie-key")
         bot = create_bot("1:x", "http://127.0.0.1:9")
-        acts = GenerationActivities(settings=settings, repo=TaskIdWriteFails(pool), kie=kie_client, bot=bot)
+        acts = GenerationActivities(settings=settings, repo=repo, kie=kie_client, bot=bot)
         env = ActivityEnvironment()
-        start_to_close = 12.0
         env.info = dataclasses.replace(env.info, start_to_close_timeout=timedelta(seconds=start_to_close),
                                        started_time=datetime.now(timezone.utc), heartbeat_details=[])
-        beats: list[float] = []
-        env.on_heartbeat = lambda *details: beats.append(time.monotonic())
-        inp = CreateTaskInput(job_id="budget-" + str(int(time.time() * 1000)), workflow_id="w", user_id=1, chat_id=1,
+        inp = CreateTaskInput(job_id=f"{prefix}-{int(time.time() * 1000)}", workflow_id="w", user_id=1, chat_id=1,
                               model="zimage", prompt="p", aspect_ratio="1:1", status_message_id=None)
-        t0 = time.monotonic()
         try:
-            with pytest.raises(ApplicationError) as err:
-                await env.run(acts.create_task, inp)
+            yield kie, acts, env, inp
         finally:
             await kie_client.close()
             await bot.session.close()
             await pool.execute("DELETE FROM generation_jobs WHERE id = $1", inp.job_id)  # no workflow will ever run it
+
+
+async def test_create_task_db_retries_end_inside_start_to_close_and_heartbeat(pool, pg_dsn, temporal_env):
+    start_to_close = 12.0
+    async with create_task_attempt(pool, pg_dsn, temporal_env, TaskIdWriteFails(pool), start_to_close,
+                                   "budget") as (kie, acts, env, inp):
+        beats: list[float] = []
+        env.on_heartbeat = lambda *details: beats.append(time.monotonic())
+        t0 = time.monotonic()
+        with pytest.raises(ApplicationError) as err:
+            await env.run(acts.create_task, inp)
         elapsed = time.monotonic() - t0
-        assert err.value.type == "DatabaseUnavailable"
-        # Ends by itself, before Temporal's timeout would, with (about) the margin to spare...
-        assert start_to_close - budget.MARGIN_SECONDS - 2.5 < elapsed < start_to_close - budget.MARGIN_SECONDS + 0.5
-        # ...and never silent for long: the task id memo was heartbeated all along.
-        gaps = [b - a for a, b in zip([t0] + beats, beats + [t0 + elapsed])]
-        assert len(beats) >= 3 and max(gaps) < 3.0, gaps
-        assert len(kie.tasks) == 1  # one paid Kie task
+    assert err.value.type == "DatabaseUnavailable"
+    # Ends by itself, before Temporal's timeout would, with (about) the margin to spare...
+    assert start_to_close - budget.MARGIN_SECONDS - 2.5 < elapsed < start_to_close - budget.MARGIN_SECONDS + 0.5
+    # ...and never silent for long: the task id memo was heartbeated all along.
+    gaps = [b - a for a, b in zip([t0] + beats, beats + [t0 + elapsed])]
+    assert len(beats) >= 3 and max(gaps) < 3.0, gaps
+    assert len(kie.tasks) == 1  # one paid Kie task
 
 
 async def test_create_task_gives_a_far_createtask_slot_back_to_the_queue(pool, pg_dsn, temporal_env):
@@ -67,30 +78,18 @@ async def test_create_task_gives_a_far_createtask_slot_back_to_the_queue(pool, p
     slot taken; the task goes back to the Temporal queue (KiePaced, benign, with a retry delay)."""
     from imagegen.ratelimits import KIE_CREATE, RateLimit
 
-    async with KieSimulator(api_key="test-kie-key") as kie:
-        stack = Stack(client=temporal_env.client, pool=pool, dsn=pg_dsn, task_queue="unused")
-        settings = stack.settings(kie_api_base=kie.base_url, kie_create_limit=RateLimit(20, 10.0))
-        kie_client = KieClient(kie.base_url, "test-kie-key")
-        bot = create_bot("1:x", "http://127.0.0.1:9")
-        acts = GenerationActivities(settings=settings, repo=JobRepository(pool), kie=kie_client, bot=bot)
-        # 20 slots 30 s from now: the next free one is ~40 s away, the attempt may wait 40 - 5 - 15 = 20 s.
-        await pool.execute("INSERT INTO rate_slots (name, at) SELECT $1, now() + interval '30 s' FROM generate_series(1, 20)",
-                           KIE_CREATE)
-        env = ActivityEnvironment()
-        env.info = dataclasses.replace(env.info, start_to_close_timeout=timedelta(seconds=40),
-                                       started_time=datetime.now(timezone.utc), heartbeat_details=[])
-        inp = CreateTaskInput(job_id="paced-" + str(int(time.time() * 1000)), workflow_id="w", user_id=1, chat_id=1,
-                              model="zimage", prompt="p", aspect_ratio="1:1", status_message_id=None)
-        try:
+    # 20 slots 30 s from now: the next free one is ~40 s away, the attempt may wait 40 - 5 - 15 = 20 s.
+    await pool.execute("INSERT INTO rate_slots (name, at) SELECT $1, now() + interval '30 s' FROM generate_series(1, 20)",
+                       KIE_CREATE)
+    try:
+        async with create_task_attempt(pool, pg_dsn, temporal_env, JobRepository(pool), 40.0, "paced",
+                                       kie_create_limit=RateLimit(20, 10.0)) as (kie, acts, env, inp):
             with pytest.raises(ApplicationError) as err:
                 await env.run(acts.create_task, inp)
-            # (other tests' past slots may still be there: count the future ones, this test's 20)
-            slots = await pool.fetchval("SELECT count(*) FROM rate_slots WHERE name = $1 AND at > now()", KIE_CREATE)
-        finally:
-            await pool.execute("DELETE FROM rate_slots WHERE name = $1", KIE_CREATE)
-            await kie_client.close()
-            await bot.session.close()
-            await pool.execute("DELETE FROM generation_jobs WHERE id = $1", inp.job_id)
-        assert err.value.type == "KiePaced" and not err.value.non_retryable
-        assert err.value.next_retry_delay is not None and err.value.next_retry_delay >= timedelta(seconds=15)
-        assert slots == 20 and len(kie.tasks) == 0
+        # (other tests' past slots may still be there: count the future ones, this test's 20)
+        slots = await pool.fetchval("SELECT count(*) FROM rate_slots WHERE name = $1 AND at > now()", KIE_CREATE)
+    finally:
+        await pool.execute("DELETE FROM rate_slots WHERE name = $1", KIE_CREATE)
+    assert err.value.type == "KiePaced" and not err.value.non_retryable
+    assert err.value.next_retry_delay is not None and err.value.next_retry_delay >= timedelta(seconds=15)
+    assert slots == 20 and len(kie.tasks) == 0

@@ -43,11 +43,17 @@ async def test_stale_lease_is_reacquired(repo, pool):
     assert taken.outcome == "won" and taken.job["delivery_owner"] == "live"
 
 
-async def test_stale_owner_cannot_clear_new_owners_lock(repo, pool):
+async def taken_over(repo, pool) -> str:
+    """A job whose lock "old" held until its lease ran out, and "new" took over."""
     job_id = await new_job(repo)
     await repo.try_acquire_delivery_lock(job_id, "old", 60)
     await pool.execute("UPDATE generation_jobs SET delivering_at = now() - interval '2 minutes' WHERE id = $1", job_id)
     assert (await repo.try_acquire_delivery_lock(job_id, "new", 60)).outcome == "won"
+    return job_id
+
+
+async def test_stale_owner_cannot_clear_new_owners_lock(repo, pool):
+    job_id = await taken_over(repo, pool)
     assert await repo.release_delivery_lock(job_id, "old") is False
     row = await repo.get(job_id)
     assert row["delivery_owner"] == "new" and row["delivering_at"] is not None
@@ -86,7 +92,7 @@ async def test_create_job_is_idempotent(repo):
     assert again["prompt"] == "p" and again["user_id"] == 1
 
 
-async def test_holder_extends_its_lease_and_is_never_overtaken(repo, pool):
+async def test_holder_extends_its_lease_and_is_never_overtaken(repo):
     job_id = await new_job(repo)
     assert (await repo.try_acquire_delivery_lock(job_id, "holder", 1)).outcome == "won"
     busy = await repo.try_acquire_delivery_lock(job_id, "other", 1)
@@ -100,10 +106,7 @@ async def test_holder_extends_its_lease_and_is_never_overtaken(repo, pool):
 
 
 async def test_extension_fails_for_a_holder_that_lost_the_lock(repo, pool):
-    job_id = await new_job(repo)
-    await repo.try_acquire_delivery_lock(job_id, "old", 60)
-    await pool.execute("UPDATE generation_jobs SET delivering_at = now() - interval '2 minutes' WHERE id = $1", job_id)
-    assert (await repo.try_acquire_delivery_lock(job_id, "new", 60)).outcome == "won"
+    job_id = await taken_over(repo, pool)
     assert await repo.extend_delivery_lease(job_id, "old") is False
     assert await repo.extend_delivery_lease(job_id, "new") is True
     assert await repo.mark_delivered(job_id, "new", message_id=5, level="url") is True

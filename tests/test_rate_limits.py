@@ -19,6 +19,9 @@ from tests.support.kie_limits import LimitedKieSimulator, max_in_window
 from tests.support.procstack import ProcStack
 
 
+BASE_ENV = {"TELEGRAM_BOT_TOKEN": "1:x", "KIE_API_KEY": "k", "PUBLIC_BASE_URL": "http://a", "CALLBACK_SECRET": "c"}
+
+
 def test_queue_rate_keeps_the_token_bucket_worst_case_inside_the_limit():
     # Worst case of Temporal's limiter in a window: ceil(rate) + 1 at once, then `rate` per second.
     for text, rate in (("20/10", 1.7), ("10/1", 4.0), ("30/1", 14.0)):
@@ -33,10 +36,9 @@ def test_queue_rate_keeps_the_token_bucket_worst_case_inside_the_limit():
     for bad in ("20", "a/b", "-1/1", "2/10"):
         with pytest.raises(ValueError):
             RateLimit.parse(bad)
-    base = {"TELEGRAM_BOT_TOKEN": "1:x", "KIE_API_KEY": "k", "PUBLIC_BASE_URL": "http://a", "CALLBACK_SECRET": "c"}
-    assert Settings.from_env({**base, "KIE_CREATE_LIMIT": "off"}).kie_create_limit.unlimited
+    assert Settings.from_env({**BASE_ENV, "KIE_CREATE_LIMIT": "off"}).kie_create_limit.unlimited
     with pytest.raises(SettingsError, match="KIE_CREATE_LIMIT"):
-        Settings.from_env({**base, "KIE_CREATE_LIMIT": "20"})
+        Settings.from_env({**BASE_ENV, "KIE_CREATE_LIMIT": "20"})
 
 
 async def _create(session, kie, i):
@@ -171,9 +173,8 @@ async def test_a_rate_limited_confirmation_is_retried_not_left_to_the_next_poll(
 async def test_a_kind_without_a_limit_runs_on_the_workflows_own_queue(stack):
     """The bot passes the kinds whose limit is `off` (Settings.direct_kinds); the workflow schedules
     those on its own task queue (eager dispatch), the others on their rate-limited queues."""
-    base = {"TELEGRAM_BOT_TOKEN": "1:x", "KIE_API_KEY": "k", "PUBLIC_BASE_URL": "http://a", "CALLBACK_SECRET": "c"}
-    assert Settings.from_env(base).direct_kinds == []
-    assert Settings.from_env({**base, "KIE_RECORD_INFO_LIMIT": "off", "TELEGRAM_SEND_LIMIT": "off"}).direct_kinds == [
+    assert Settings.from_env(BASE_ENV).direct_kinds == []
+    assert Settings.from_env({**BASE_ENV, "KIE_RECORD_INFO_LIMIT": "off", "TELEGRAM_SEND_LIMIT": "off"}).direct_kinds == [
         KIE_INFO, TELEGRAM]
 
     async def queues(direct_kinds):

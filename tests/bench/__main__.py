@@ -15,7 +15,6 @@ import random
 import shutil
 import sys
 import time
-from pathlib import Path
 
 from tests.bench import scenarios
 from tests.bench.measure import RssSampler
@@ -25,8 +24,6 @@ from tests.support.telegram_sim import TelegramSimulator
 
 DOC = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
-TARGETS = {"throughput_ratio": 0.7, "latency_ratio": 1.3, "burst_wall_ratio": 1.1, "idle_rss_mb": 120,
-           "rss_5000_mb": 400}
 
 
 def _f(x: float, digits: int = 1) -> str:

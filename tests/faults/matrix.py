@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import signal
 import time
+from contextlib import asynccontextmanager
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +24,9 @@ from typing import Any, Iterable
 import asyncpg
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.service import RPCError
+
+from tests.support.procstack import RUN_DIR
+from tests.support.services import EmbeddedPostgres, free_port
 
 from imagegen.i18n import t
 
@@ -268,3 +274,29 @@ def status_texts(tg: Any, gens: list[Gen]) -> Counter:
         else:
             out[next((text[:1] for text in found if text.startswith(ERROR_PREFIXES)), "-")] += 1
     return out
+
+
+def fresh_dir(name: str) -> Path:
+    """A data directory of this run's own (never shared with a concurrent run on the same checkout)."""
+    path = RUN_DIR / "faults" / f"{name}-{os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+@asynccontextmanager
+async def own_postgres(name: str):
+    """A Postgres of the test's own (fresh data directory, free port), which it may stop and start
+    again on the same port and data; closed at the end."""
+    data = fresh_dir(f"{name}-data")
+    pg = await asyncio.to_thread(lambda: EmbeddedPostgres(port=free_port(), data_dir=str(data)).start())
+    try:
+        yield pg
+    finally:
+        await asyncio.to_thread(pg.close)
+
+
+def stop_postgres(pg) -> None:
+    """Fast shutdown (SIGINT: clients are disconnected), waited for."""
+    pg.proc.send_signal(signal.SIGINT)
+    pg.proc.wait(30)

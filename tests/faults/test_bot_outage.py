@@ -5,39 +5,21 @@ on by itself and the conversations that were interrupted finish (their state liv
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 
 import pytest
 
 from imagegen.i18n import t
-from imagegen.contracts import GenerationResult, workflow_id_for
 from tests.support.chat import button
-from tests.faults.matrix import N, assert_exactly_one, status_texts, tally
-from tests.faults.test_restarts import fresh_dir
-from tests.support.procstack import Generation
-from tests.support.services import EmbeddedPostgres, free_port
+from tests.faults.matrix import N, assert_exactly_one, own_postgres, status_texts, stop_postgres, tally
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
 DOWN_SECONDS = 10.0
 DB_AWAY, WELCOME = t("db_away", "ru"), t("welcome", "ru")  # the simulated users speak Russian
 
 
-async def to_ratio_menu(ps, chat_id: int) -> tuple[int, str]:
-    """/start → Z-Image → prompt; returns the 1:1 button (message id, data), not pressed yet."""
-    tg = ps.tg
-    tg.user_send_command(chat_id, "/start")
-    mid, data = await tg.wait_for(lambda: button(ps, chat_id, "Z-Image"), timeout=60)
-    tg.user_press_button(chat_id, mid, data)
-    await tg.wait_for(lambda: any("Опишите" in (m.get("text") or "") for m in tg.messages(chat_id)), timeout=60)
-    tg.user_send_text(chat_id, "a harbour at night")
-    return await tg.wait_for(lambda: button(ps, chat_id, "1:1"), timeout=60)
-
-
 async def test_postgres_outage_under_the_polling_bot(procstack):
-    data = fresh_dir("bot-db-outage-data")
-    pg = await asyncio.to_thread(lambda: EmbeddedPostgres(port=free_port(), data_dir=str(data)).start())
-    try:
+    async with own_postgres("bot-db-outage") as pg:
         ps = await procstack("bot-db-outage", dsn=pg.dsn)
         ps.kie.delay = 0.5
         await ps.start_worker()
@@ -48,10 +30,9 @@ async def test_postgres_outage_under_the_polling_bot(procstack):
         half = N // 2
         menus = {}
         for chat in [ps.new_chat_id() for _ in range(half)]:  # mid-conversation when the database goes
-            menus[chat] = await to_ratio_menu(ps, chat)
+            menus[chat] = await ps.user_up_to_ratio(chat, "a harbour at night")
         t0 = time.monotonic()
-        pg.proc.send_signal(signal.SIGINT)
-        await asyncio.to_thread(pg.proc.wait, 30)
+        await asyncio.to_thread(stop_postgres, pg)
         t_down = time.monotonic()
         await asyncio.sleep(1.0)
         newcomers = [ps.new_chat_id() for _ in range(N - half)]
@@ -82,11 +63,7 @@ async def test_postgres_outage_under_the_polling_bot(procstack):
             ps.tg.user_press_button(chat, mid, data)
         await ps.tg.wait_for(lambda: "LOCK_REACQUIRED" in leader.log() or "LOCK_LOST" in leader.log(), timeout=30)
         lock_back = time.monotonic() - t_up
-        gens = []
-        for chat in menus:
-            job_id = await ps.wait_job_for_chat(chat)
-            gens.append(Generation(job_id, chat, ps.client.get_workflow_handle(workflow_id_for(job_id),
-                                                                               result_type=GenerationResult)))
+        gens = [await ps.generation_for_chat(chat) for chat in menus]
         rec = await tally("Postgres outage under the polling bot", f"{DOWN_SECONDS:g} s down, leader + passive bot",
                           gens, ps.tg, ps.dsn, started=t0, timeout=120,
                           extra=lambda: {"outage_s": round(outage, 1), "users_during_outage": len(newcomers) + len(pressed),
@@ -106,5 +83,3 @@ async def test_postgres_outage_under_the_polling_bot(procstack):
         assert e["bot-b.LOCK_ACQUIRED"] == 0 and e["getUpdates_409"] == 0, f"never two pollers: {e}"
         assert_exactly_one(rec)
         assert status_texts(ps.tg, gens) == {"done": len(gens)}
-    finally:
-        await asyncio.to_thread(pg.close)

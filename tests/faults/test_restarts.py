@@ -6,26 +6,15 @@ subprocesses pointed at it."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
 import time
 
 import pytest
 
-from tests.faults.matrix import N, assert_exactly_one, launch, status_texts, tally
-from tests.support.procstack import RUN_DIR
+from tests.faults.matrix import (N, assert_exactly_one, fresh_dir, launch, own_postgres, status_texts, stop_postgres,
+                                 tally)
 from tests.support.services import EmbeddedPostgres, TemporalDevServer, free_port
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e]
-
-
-def fresh_dir(name: str):
-    """A data directory of this run's own (never shared with a concurrent run on the same checkout)."""
-    path = RUN_DIR / "faults" / f"{name}-{os.getpid()}"
-    shutil.rmtree(path, ignore_errors=True)
-    path.mkdir(parents=True)
-    return path
 
 
 async def staggered(ps, n: int, every: float) -> list:
@@ -39,17 +28,14 @@ async def staggered(ps, n: int, every: float) -> list:
 def restart_postgres(pg: EmbeddedPostgres, down_seconds: float) -> float:
     """Fast shutdown (SIGINT: clients are disconnected), stay down, start again on the same port/data."""
     t0 = time.monotonic()
-    pg.proc.send_signal(signal.SIGINT)
-    pg.proc.wait(30)
+    stop_postgres(pg)
     time.sleep(down_seconds)
     pg.start()
     return time.monotonic() - t0
 
 
 async def test_postgres_restart(procstack):
-    data = fresh_dir("postgres-restart-data")
-    pg = await asyncio.to_thread(lambda: EmbeddedPostgres(port=free_port(), data_dir=str(data)).start())
-    try:
+    async with own_postgres("postgres-restart") as pg:
         ps = await procstack("postgres-restart", dsn=pg.dsn)
         ps.kie.delay = 1.0
         workers = [await ps.start_worker()]
@@ -70,17 +56,13 @@ async def test_postgres_restart(procstack):
         assert_exactly_one(rec)
         assert rec["extra"]["worker_alive"]
         assert status_texts(ps.tg, gens) == {"done": N}
-    finally:
-        await asyncio.to_thread(pg.close)
 
 
 async def test_postgres_restart_between_accept_and_commit(procstack):
     """Telegram has accepted all N photos; the database is down when their answers reach the worker.
     The worker is alive and knows every message id: it must record them, not send them again.
     (Finding F1 of the first matrix run; fixed in the deliver activity.)"""
-    data = fresh_dir("postgres-restart-commit-data")
-    pg = await asyncio.to_thread(lambda: EmbeddedPostgres(port=free_port(), data_dir=str(data)).start())
-    try:
+    async with own_postgres("postgres-restart-commit") as pg:
         ps = await procstack("postgres-restart-commit", dsn=pg.dsn, lease_seconds=8)
         ps.kie.delay = 0.5
         ps.tg.hold_photos = "after"  # accepted by Telegram, the answer held back...
@@ -91,8 +73,7 @@ async def test_postgres_restart_between_accept_and_commit(procstack):
         await ps.tg.wait_for(lambda: ps.tg.held >= N, timeout=60)
         # ...the database goes down, the answers reach the worker, the database comes back 2 s later.
         t_down = time.monotonic()
-        pg.proc.send_signal(signal.SIGINT)
-        await asyncio.to_thread(pg.proc.wait, 30)
+        await asyncio.to_thread(stop_postgres, pg)
         ps.tg.hold_photos = None
         ps.tg.release.set()
         await asyncio.sleep(2.0)
@@ -105,8 +86,6 @@ async def test_postgres_restart_between_accept_and_commit(procstack):
                                          "worker_alive": all(w.alive for w in workers)})
         assert_exactly_one(rec)
         assert status_texts(ps.tg, gens) == {"done": N}
-    finally:
-        await asyncio.to_thread(pg.close)
 
 
 async def test_temporal_restart(procstack):

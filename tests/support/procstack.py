@@ -334,9 +334,13 @@ class ProcStack:
         mid, data = await self.user_up_to_ratio(chat_id, prompt, ratio, timeout)
         self.tg.user_press_button(chat_id, mid, data)
 
+        return await self.generation_for_chat(chat_id, timeout)
+
+    async def generation_for_chat(self, chat_id: int, timeout: float = 60.0) -> Generation:
+        """The chat's generation, once the worker has recorded its job."""
         job_id = await self.wait_job_for_chat(chat_id, timeout=timeout)
-        handle = self.client.get_workflow_handle(workflow_id_for(job_id), result_type=GenerationResult)
-        return Generation(job_id, chat_id, handle)
+        return Generation(job_id, chat_id,
+                          self.client.get_workflow_handle(workflow_id_for(job_id), result_type=GenerationResult))
 
     async def user_up_to_ratio(self, chat_id: int, prompt: str, ratio: str = "1:1",
                                timeout: float = 60.0) -> tuple[int, str | None]:
