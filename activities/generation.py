@@ -108,7 +108,7 @@ class GenerationActivities:
             task_id = await self.kie.create_task(model.kie_request(
                 inp.prompt, inp.aspect_ratio, inp.options,
                 callback_url=callback_url(self.settings.public_base_url, self.settings.callback_secret.get_secret_value(),
-                                          inp.job_id),
+                                          inp.job_id, inp.workflow_id),
             ))
         except KieError as exc:
             log_event(inp.job_id, "JOB_CREATE_FAILED", code=exc.code, retryable=exc.retryable, error=redact(exc.message))

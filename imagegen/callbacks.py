@@ -17,6 +17,12 @@ def token_ok(secret: str, job_id: str, token: str) -> bool:
     return hmac.compare_digest(callback_token(secret, job_id), token or "")
 
 
-def callback_url(public_base_url: str, secret: str, job_id: str) -> str:
-    query = urlencode({"job": job_id, "token": callback_token(secret, job_id)})
+def callback_url(public_base_url: str, secret: str, job_id: str, workflow_id: str | None = None) -> str:
+    """The URL Kie calls back. ``wf`` names the workflow to signal; the token covers the job only,
+    so the endpoint accepts ``wf`` just when it is one of that job's ids (contracts.workflow_id_candidates)."""
+    fields = {"job": job_id}
+    if workflow_id:
+        fields["wf"] = workflow_id
+    fields["token"] = callback_token(secret, job_id)
+    query = urlencode(fields)
     return f"{public_base_url.rstrip('/')}{CALLBACK_PATH}?{query}"

@@ -9,8 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-def workflow_id_for(job_id: str) -> str:
-    return f"zimage-{job_id}"
+LEGACY_PREFIX = "zimage-"  # every id before workflow ids named their model (issue 15)
+
+
+def workflow_id_for(job_id: str, model: str) -> str:
+    """The Temporal workflow id of a generation: neutral and readable in the UI list
+    (``gen-seedream45-<job>``). The job row keeps the id its workflow was started with."""
+    return f"gen-{model}-{job_id}"
+
+
+def legacy_workflow_id(job_id: str) -> str:
+    """The id every generation had before ids named their model; such workflows may still run."""
+    return f"{LEGACY_PREFIX}{job_id}"
+
+
+def workflow_id_candidates(job_id: str, models: list[str] | tuple[str, ...]) -> list[str]:
+    """Every id a workflow of `job_id` can have: one per model, then the legacy one."""
+    return [workflow_id_for(job_id, m) for m in models] + [legacy_workflow_id(job_id)]
 
 
 @dataclass

@@ -37,15 +37,16 @@ def execution_timeout(max_wait_seconds: float) -> timedelta:
     return timedelta(seconds=max_wait_seconds) + DELIVERY_WINDOW + MARGIN
 
 
-async def start_generation(client: Client, inp: GenerationInput, *, task_queue: str) -> WorkflowHandle:
-    """Start the workflow for `inp` (id from its job id; a second start of the same job raises
-    temporalio's WorkflowAlreadyStartedError)."""
+async def start_generation(client: Client, inp: GenerationInput, *, task_queue: str,
+                           workflow_id: str | None = None) -> WorkflowHandle:
+    """Start the workflow for `inp` (id `workflow_id`, by default contracts.workflow_id_for its job
+    and model; a second start of the same job raises temporalio's WorkflowAlreadyStartedError)."""
     model = MODELS[inp.model]
     max_wait = float(inp.poll_schedule[-1][0])
     return await client.start_workflow(
         "GenerationWorkflow",
         inp,
-        id=workflow_id_for(inp.job_id),
+        id=workflow_id or workflow_id_for(inp.job_id, inp.model),
         task_queue=task_queue,
         result_type=GenerationResult,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -76,8 +77,10 @@ async def workflow_exists(client: Client, workflow_id: str) -> bool | None:
         return None
 
 
-async def ensure_started(client: Client, inp: GenerationInput, *, task_queue: str) -> str:
-    """Start the workflow of `inp` unless it exists; safe to repeat (the workflow id is the job's).
+async def ensure_started(client: Client, inp: GenerationInput, *, task_queue: str,
+                         workflow_id: str | None = None) -> str:
+    """Start the workflow of `inp` unless it exists; safe to repeat (the workflow id is the job's:
+    `workflow_id`, the one its row recorded, or by default contracts.workflow_id_for).
 
     "started"  this call started it;
     "already"  it had been started before (a repeated press, the sweep, another bot);
@@ -86,12 +89,12 @@ async def ensure_started(client: Client, inp: GenerationInput, *, task_queue: st
                sweep (imagegen/bot/sweep.py) starts or closes it later.
     Raises the start's error only when the server says the workflow does not exist."""
     try:
-        await start_generation(client, inp, task_queue=task_queue)
+        await start_generation(client, inp, task_queue=task_queue, workflow_id=workflow_id)
         return "started"
     except WorkflowAlreadyStartedError:
         return "already"
     except Exception:
-        exists = await workflow_exists(client, workflow_id_for(inp.job_id))
+        exists = await workflow_exists(client, workflow_id or workflow_id_for(inp.job_id, inp.model))
         if exists:
             return "accepted"
         if exists is None:

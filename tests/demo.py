@@ -2,19 +2,25 @@
 
 Starts: PostgreSQL (embedded, unless DATABASE_URL is set), the Temporal dev server (with its UI),
 the Kie.ai and Telegram Bot API simulators (in this process), then the real `worker.py` and `bot.py`
-as subprocesses configured only through their environment. A scripted user talks to the bot through
-the Telegram simulator: /start → Z-Image → prompt → 16:9. Prints the log chain, the workflow id,
-the Temporal UI link and a last line `demo: delivered=N duplicates=N status=... workflow=...`.
+as subprocesses configured only through their environment (each with its internal health and
+metrics ports). A scripted user talks to the bot through the Telegram simulator: /start → Z-Image →
+prompt → 16:9. Prints the whole conversation (every message and edit, numbered, in order), the log
+chain in the order it was written, where to look (Temporal frontend address, a ready
+`temporal workflow list` line, the UI link, the health and metrics URLs) and a last line
+`demo: delivered=N duplicates=N status=... workflow=...`.
 
-DEMO_KEEP=1 keeps everything running after the generation (to look around in the Temporal UI)
-until Ctrl-C.
+DEMO_KEEP=1 keeps everything running after the generation (to look around in the Temporal UI, or
+curl /status and /metrics) until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import os
 import re
+import shlex
+import time
 import signal
 import subprocess
 import sys
@@ -24,10 +30,11 @@ from urllib.parse import parse_qs, urlparse
 
 from temporalio.client import Client
 
-from imagegen.contracts import GenerationResult, workflow_id_for
+from imagegen.contracts import GenerationResult
 from imagegen.migrate import apply_migrations
 from tests.support.kie_sim import KieSimulator
-from tests.support.services import EmbeddedPostgres, TemporalDevServer, connect_temporal, free_port, wait_for_port
+from tests.support.services import (EmbeddedPostgres, TemporalDevServer, connect_temporal, free_port, temporal_cli,
+                                    wait_for_port)
 from tests.support.telegram_sim import TelegramSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +44,87 @@ CHAIN = ("JOB_SUBMITTED", "JOB_CREATED", "CALLBACK_RECEIVED", "CALLBACK_PARSED",
          "DELIVER_LOCK_WIN", "DELIVER_LOCK_SKIP", "DELIVER_START", "DELIVER_OK", "MARK_DELIVERED", "FINISHED")
 
 
+# What the bot did in the chat, as the Telegram simulator recorded it (successful calls only).
+CHAT_METHODS = {"sendMessage": "message", "sendPhoto": "photo", "sendDocument": "document",
+                "editMessageText": "edits", "editMessageCaption": "edits caption of", "editMessageMedia": "edits photo of",
+                "editMessageReplyMarkup": "edits buttons of", "deleteMessage": "deletes", "answerCallbackQuery": "toast"}
+
+
 def say(text: str) -> None:
     print(f"demo: {text}", flush=True)
+
+
+def log_time(line: str) -> str:
+    """The timestamp a log line starts with (`YYYY-MM-DD HH:MM:SS,mmm`); lines without one sort first."""
+    parts = line.split(" ", 2)
+    return " ".join(parts[:2]) if len(parts) > 2 and parts[0][:1].isdigit() else ""
+
+
+def chain_lines(job_id: str, logs: list[Path]) -> list[str]:
+    """The job's log chain across the processes' logs in the order it was written: each file in its
+    own order, files merged by timestamp (a stable merge: lines of the same millisecond keep their
+    file order instead of coming out alphabetically)."""
+    per_file = []
+    for path in logs:
+        per_file.append([line for line in path.read_text(errors="replace").splitlines()
+                         if f"[{job_id}]" in line and any(f" {e}" in line for e in CHAIN)])
+    return list(heapq.merge(*per_file, key=log_time))
+
+
+async def probe(url: str) -> str:
+    """What a GET of `url` answers, in a few words (the demo shows that the URLs it prints work)."""
+    import aiohttp
+
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+            async with session.get(url) as resp:
+                body = await resp.text()
+                if url.endswith("/metrics"):
+                    samples = sum(1 for line in body.splitlines() if line and not line.startswith("#"))
+                    return f"HTTP {resp.status}, {samples} samples"
+                return f"HTTP {resp.status}"
+    except Exception as exc:
+        return f"no answer: {type(exc).__name__}"
+
+
+def _short(text: str | None, n: int = 90) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def conversation(tg: TelegramSimulator, user_lines: list[tuple[float, str]], chat_id: int) -> list[str]:
+    """The whole chat in order: what the user did (`user_lines`: (time, text)) and every successful
+    Bot API call of the bot in this chat, status edits included."""
+    events = [(t, f"user: {text}") for t, text in user_lines]
+    queries = {q["id"] for q in tg.answered_callbacks}
+    for call in tg.calls:
+        kind = CHAT_METHODS.get(call.method)
+        if kind is None or call.status != 200:
+            continue
+        p = call.params
+        if call.method == "answerCallbackQuery":
+            if not p.get("text") or p.get("callback_query_id") not in queries:
+                continue
+            events.append((call.time, f"bot: toast «{_short(p.get('text'))}»"))
+            continue
+        if str(p.get("chat_id")) != str(chat_id):
+            continue
+        result = (call.response or {}).get("result")
+        mid = result.get("message_id") if isinstance(result, dict) else p.get("message_id")
+        text = p.get("text") or p.get("caption") or ""
+        if call.method == "editMessageMedia" and isinstance(p.get("media"), dict):
+            text = p["media"].get("caption") or ""
+        buttons = p.get("reply_markup") or {}
+        labels = [b.get("text") for row in buttons.get("inline_keyboard", []) for b in row] if isinstance(buttons, dict) else []
+        where = f"#{mid}" if mid is not None else ""
+        line = f"bot: {kind} {where}".rstrip()
+        if text:
+            line += f" «{_short(text)}»"
+        if labels:
+            line += f" [{' | '.join(_short(x, 20) for x in labels)}]"
+        events.append((call.time, line))
+    events.sort(key=lambda e: e[0])  # stable: same-time events keep their order
+    return [f"{i:>3}. {text}" for i, (_, text) in enumerate(events, 1)]
 
 
 def preferred_port(port: int) -> int:
@@ -59,6 +145,11 @@ class Demo:
         self.procs: list[subprocess.Popen] = []
         self.pg: EmbeddedPostgres | None = None
         self.temporal: TemporalDevServer | None = None
+        self.user_lines: list[tuple[float, str]] = []  # (time, what the scripted user did)
+
+    def user(self, text: str) -> None:
+        self.user_lines.append((time.time(), text))
+        say(f"user {CHAT_ID}: {text}")
 
     def spawn(self, name: str, script: str, env: dict[str, str]) -> Path:
         log_path = self.workdir / f"{name}.log"
@@ -117,28 +208,48 @@ class Demo:
             "POLL_SCHEDULE": "30:3,120:8,900:20",
             "ALLOW_PRIVATE_URLS": "1",  # the simulators live on 127.0.0.1
         }
+        ports = {name: {"HEALTH_PORT": str(free_port()), "METRICS_PORT": str(free_port())} for name in ("worker", "bot")}
         say("starting worker.py and bot.py…")
-        logs = [self.spawn("worker", "worker.py", env), self.spawn("bot", "bot.py", env)]
+        logs = [self.spawn(name, f"{name}.py", {**env, **ports[name]}) for name in ("worker", "bot")]
         try:
             await asyncio.to_thread(wait_for_port, http_port, 60)
-            result = await self.play_user(tg, kie, client)
+            job_id, wf_id, result = await self.play_user(tg, kie, client)
         finally:
             await asyncio.sleep(0.3)
-        job_id, result = result
-        wf_id = workflow_id_for(job_id) if job_id else "-"
-        self.print_chain(job_id, logs)
         photos = [p for p in tg.photos if p.chat_id == CHAT_ID]
         print()
+        say(f"the conversation in chat {CHAT_ID}, in order (status edits included):")
+        for line in conversation(tg, self.user_lines, CHAT_ID):
+            print("   ", line)
+        self.print_chain(job_id, logs)
+        keep = bool(os.environ.get("DEMO_KEEP"))
+        address = self.temporal.address
+        print()
         say(f"workflow id: {wf_id}")
+        say(f"Temporal frontend: {address} (namespace default)")
+        query = f"TelegramChatId = {CHAT_ID}"
+        say("list it: " + " ".join([shlex.quote(temporal_cli()), "workflow", "list", "--address", address,
+                                     "--query", shlex.quote(query)]))
+        listed = await asyncio.to_thread(subprocess.run, [temporal_cli(), "workflow", "list", "--address", address,
+                                                           "--query", query], capture_output=True, text=True, timeout=30)
+        for line in (listed.stdout or listed.stderr).strip().splitlines()[:5]:
+            print("   ", line)
         say(f"Temporal UI: {ui}/namespaces/default/workflows/{wf_id}")
+        for name in ("worker", "bot"):
+            health = f"http://127.0.0.1:{ports[name]['HEALTH_PORT']}/status"
+            metrics_url = f"http://127.0.0.1:{ports[name]['METRICS_PORT']}/metrics"
+            say(f"{name}: health {health} ({await probe(health)}) · metrics {metrics_url} ({await probe(metrics_url)})")
         say(f"logs: {self.workdir}")
-        if os.environ.get("DEMO_KEEP"):
-            say("DEMO_KEEP set: everything keeps running; Ctrl-C to stop")
+        if keep:
+            say("DEMO_KEEP set: everything keeps running (UI, frontend, /status, /metrics); Ctrl-C to stop")
             try:
                 while True:
                     await asyncio.sleep(3600)
             except asyncio.CancelledError:
                 pass
+        else:
+            say("everything stops now, so these links and ports go dead in a second: "
+                "run `DEMO_KEEP=1 make demo` to keep them up (Ctrl-C to stop)")
         await tg.stop()
         await kie.stop()
         status = result.outcome if result else "unfinished"
@@ -155,40 +266,33 @@ class Demo:
         def bot_said(fragment: str) -> bool:
             return any(fragment in (m.get("text") or "") for m in tg.messages(CHAT_ID))
 
-        say(f"user {CHAT_ID}: /start")
+        self.user("/start")
         tg.user_send_command(CHAT_ID, "/start")
         msg_id, data = await tg.wait_for(lambda: button("Z-Image"), timeout=30)
-        say("user: taps «Z-Image»")
+        self.user(f"taps «Z-Image» under #{msg_id}")
         tg.user_press_button(CHAT_ID, msg_id, data)
         await tg.wait_for(lambda: bot_said("Опишите"), timeout=15)
-        say(f"user: «{PROMPT}»")
+        self.user(f"«{PROMPT}»")
         tg.user_send_text(CHAT_ID, PROMPT)
         msg_id, data = await tg.wait_for(lambda: button("16:9"), timeout=15)
-        say("user: taps «16:9»")
+        self.user(f"taps «16:9» under #{msg_id}")
         tg.user_press_button(CHAT_ID, msg_id, data)
         await tg.wait_for(lambda: kie.tasks, timeout=30)
         task = next(iter(kie.tasks.values()))
-        job_id = parse_qs(urlparse(task.callback_url).query)["job"][0]
-        handle = client.get_workflow_handle(workflow_id_for(job_id), result_type=GenerationResult)
-        say(f"bot started workflow {handle.id}; Kie task {task.task_id if hasattr(task, 'task_id') else '?'}")
+        query = parse_qs(urlparse(task.callback_url).query)
+        job_id, wf_id = query["job"][0], query["wf"][0]  # the callback URL names the workflow
+        handle = client.get_workflow_handle(wf_id, result_type=GenerationResult)
+        say(f"bot started workflow {handle.id}; Kie task {getattr(task, 'task_id', '?')}")
         result = await asyncio.wait_for(handle.result(), 120)
         await tg.wait_for(lambda: bot_said("✅"), timeout=15)
-        for m in tg.messages(CHAT_ID):
-            kind = "photo" if m.get("kind") == "photo" else "text"
-            say(f"chat shows #{m['message_id']} {kind}: {(m.get('text') or m.get('caption') or '')[:70]}")
-        return job_id, result
+        return job_id, wf_id, result
 
     def print_chain(self, job_id: str | None, logs: list[Path]) -> None:
         if not job_id:
             return
         print()
         say(f"log chain for correlation id {job_id}:")
-        lines = []
-        for path in logs:
-            for line in path.read_text(errors="replace").splitlines():
-                if f"[{job_id}]" in line and any(f" {e}" in line for e in CHAIN):
-                    lines.append(line)
-        for line in sorted(lines):  # both logs start with the same timestamp format
+        for line in chain_lines(job_id, logs):
             print("   ", re.sub(r"^\S+ \S+ INFO imagegen ", "", line))
 
 

@@ -93,8 +93,13 @@ async def test_seedream_asks_the_quality_and_every_step_goes_back(stack):
     (task,) = stack.kie.tasks.values()
     assert task.body["model"] == "seedream/4.5-text-to-image"
     assert task.body["input"] == {"prompt": "a castle at dawn", "aspect_ratio": "21:9", "quality": "high"}
-    job = await stack.pool.fetchrow("SELECT model, options::text AS o FROM generation_jobs WHERE user_id = $1", chat)
+    job = await stack.pool.fetchrow("SELECT id, model, workflow_id, options::text AS o FROM generation_jobs"
+                                    " WHERE user_id = $1", chat)
     assert job["model"] == "seedream45" and job["o"] == '{"quality": "high"}'
+    # the workflow's id names its model (not `zimage-…` as before issue 15), and it is the one that ran
+    assert job["workflow_id"] == f"gen-seedream45-{job['id']}"
+    assert (await stack.client.get_workflow_handle(job["workflow_id"]).result())["outcome"] == "done"
+    assert f"wf={job['workflow_id']}" in task.callback_url
     assert stack.photos_for(chat)[0].caption == "🖼 Seedream 4.5 · 21:9"
 
 

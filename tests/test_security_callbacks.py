@@ -11,7 +11,8 @@ import time
 import pytest
 
 from imagegen.bot.callback_api import MAX_BODY_BYTES, kie_signature
-from imagegen.contracts import workflow_id_for
+from imagegen.contracts import legacy_workflow_id, workflow_id_candidates, workflow_id_for
+from imagegen.models import MODELS
 from tests.test_security_support import (
     HMAC_KEY,
     CallbackServer,
@@ -33,8 +34,32 @@ async def test_authentic_callback_signals_its_own_workflow_once():
         status, body = await srv.post(callback_path(JOB), json_body=documented_body(TASK))
         assert (status, body) == (200, {"ok": True})
         ((wid, name, sig),) = srv.temporal.signals
-        assert wid == workflow_id_for(JOB) and name == "kie_callback" and sig.task_id == TASK
+        assert wid == workflow_id_for(JOB, "zimage") and name == "kie_callback" and sig.task_id == TASK
         assert srv.stats["signalled"] == 1 and srv.stats["rejected"] == 0
+
+
+async def test_callback_signals_the_workflow_its_url_names_and_finds_a_legacy_one():
+    seedream = workflow_id_for(JOB, "seedream45")
+    async with CallbackServer() as srv:
+        assert (await srv.post(callback_path(JOB, workflow_id=seedream), json_body=documented_body(TASK)))[0] == 200
+        assert [wid for wid, _, _ in srv.temporal.signals] == [seedream]
+    # A workflow started before ids named their model (`zimage-<job>`), with a URL made then (no
+    # `wf`) or made after the upgrade by its still-running workflow's activity (`wf` is its own id).
+    for path in (callback_path(JOB, workflow_id=None), callback_path(JOB, workflow_id=legacy_workflow_id(JOB))):
+        async with CallbackServer() as srv:
+            srv.temporal.missing.update(workflow_id_candidates(JOB, list(MODELS))[:-1])
+            status, body = await srv.post(path, json_body=documented_body(TASK))
+            assert (status, body) == (200, {"ok": True})
+            assert [wid for wid, _, _ in srv.temporal.signals] == [legacy_workflow_id(JOB)]
+            assert srv.stats["signalled"] == 1 and srv.stats["unknown"] == 0
+
+
+async def test_callback_never_signals_a_workflow_of_another_job_its_url_names():
+    other = workflow_id_for("fedcba9876543210", "zimage")  # the token is JOB's: wf cannot point elsewhere
+    async with CallbackServer() as srv:
+        assert (await srv.post(callback_path(JOB, workflow_id=other), json_body=documented_body(TASK)))[0] == 200
+        ((wid, _, _),) = srv.temporal.signals
+        assert wid != other and wid in workflow_id_candidates(JOB, list(MODELS))
 
 
 @pytest.mark.parametrize("case", ["no token", "wrong token", "token of another job", "no job", "job too long"])
@@ -140,7 +165,7 @@ async def test_body_just_under_the_cap_is_accepted():
 async def test_unknown_job_is_answered_200_logged_and_counted(caplog):
     caplog.set_level(logging.INFO)
     async with CallbackServer() as srv:
-        srv.temporal.missing.add(workflow_id_for(JOB))
+        srv.temporal.missing.update(workflow_id_candidates(JOB, list(MODELS)))
         status, body = await srv.post(callback_path(JOB), json_body=documented_body(TASK))
         assert status == 200 and body == {"ok": True, "ignored": True}
         assert srv.stats["unknown"] == 1 and srv.stats["signalled"] == 0

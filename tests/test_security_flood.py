@@ -108,7 +108,7 @@ async def test_ten_thousand_bad_requests_then_a_valid_callback_still_works(stack
         assert (await handle.query("status"))["callbacks"] == 1
         assert len(stack.photos_for(chat_id)) == 1
     assert callback_token(secret, job_id) not in "\n".join(r.getMessage() for r in caplog.records)
-    assert workflow_id_for(job_id) == handle.id
+    assert workflow_id_for(job_id, "zimage") == handle.id
 
 
 async def _task_id(stack, job_id: str) -> str:

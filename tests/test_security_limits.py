@@ -12,7 +12,7 @@ from imagegen.contracts import workflow_id_for
 
 def new_job(user_id: int) -> dict:
     job_id = uuid.uuid4().hex[:16]
-    return dict(job_id=job_id, workflow_id=workflow_id_for(job_id), user_id=user_id, chat_id=user_id, model="zimage",
+    return dict(job_id=job_id, workflow_id=workflow_id_for(job_id, "zimage"), user_id=user_id, chat_id=user_id, model="zimage",
                 prompt="p", aspect_ratio="1:1", status_message_id=None)
 
 

@@ -18,6 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from imagegen.bot.app import start_http
 from imagegen.bot.callback_api import STATS_KEY, build_http_app
 from imagegen.callbacks import CALLBACK_PATH, callback_token
+from imagegen.contracts import workflow_id_for
 from tests.support.services import free_port
 
 SECRET = "unit-callback-secret"
@@ -52,9 +53,16 @@ def sign(key: str, task_id: str, ts: int | None = None) -> dict[str, str]:
     return {"X-Webhook-Timestamp": ts_s, "X-Webhook-Signature": base64.b64encode(mac).decode()}
 
 
-def callback_path(job_id: str, secret: str = SECRET, token: str | None = None) -> str:
+def callback_path(job_id: str, secret: str = SECRET, token: str | None = None,
+                  workflow_id: str | None = "default") -> str:
+    """The path Kie is given (imagegen.callbacks.callback_url): by default naming the Z-Image
+    workflow of the job; workflow_id=None leaves `wf` out, as URLs made before issue 15 did."""
     tok = callback_token(secret, job_id) if token is None else token
-    return f"{CALLBACK_PATH}?{urlencode({'job': job_id, 'token': tok})}"
+    fields = {"job": job_id}
+    if workflow_id is not None:
+        fields["wf"] = workflow_id_for(job_id, "zimage") if workflow_id == "default" else workflow_id
+    fields["token"] = tok
+    return f"{CALLBACK_PATH}?{urlencode(fields)}"
 
 
 def documented_body(task_id: str, url: str = "https://attacker.example/evil.png") -> dict[str, Any]:

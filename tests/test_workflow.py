@@ -34,6 +34,8 @@ async def test_callback_path_delivers_one_photo(stack):
     assert status_text(stack, chat_id) == t("status.done", "ru")
     status = await handle.query("status")
     assert status["callbacks"] >= 1 and status["polls"] == 1  # one recordInfo, woken by the callback
+    # finished: nothing is due, so no (past) next poll time; the phase is the outcome
+    assert status["phase"] == "done" and status["state"] == "delivered" and status["next_poll_at"] == ""
     row = await stack.repo.get(job_id)
     assert row["delivered_at"] is not None and row["delivery_level"] == "url" and row["external_task_id"]
     assert row["delivered_message_id"] == stack.photos_for(chat_id)[0].message_id
@@ -69,7 +71,7 @@ async def test_callback_lost_polling_delivers(stack):
     assert len(stack.photos_for(chat_id)) == 1
     assert stack.kie.callbacks == []
     status = await handle.query("status")
-    assert status["callbacks"] == 0 and status["polls"] >= 1
+    assert status["callbacks"] == 0 and status["polls"] >= 1 and status["next_poll_at"] == ""
 
 
 async def test_duplicate_callbacks_one_photo(stack):

@@ -28,7 +28,6 @@ with workflow.unsafe.imports_passed_through():
         PollInput,
         QueueStatusInput,
         StatusProgress,
-        workflow_id_for,
     )
     from imagegen import metrics, ratelimits, visibility
     from imagegen.models import MODELS
@@ -132,7 +131,7 @@ class GenerationWorkflow:
             "callbacks": self._callbacks,
             "polls": self._polls,
             "last_state": self._last_state,
-            "next_poll_at": self._next_poll_at,
+            "next_poll_at": self._next_poll_at if self._phase == "waiting" else "",
             "delivery_level": self._delivery_level,
             "last_error": self._last_error,
         }
@@ -206,7 +205,7 @@ class GenerationWorkflow:
                 GenerationActivities.create_task,
                 CreateTaskInput(
                     job_id=inp.job_id,
-                    workflow_id=workflow_id_for(inp.job_id),
+                    workflow_id=workflow.info().workflow_id,
                     user_id=inp.user_id,
                     chat_id=inp.chat_id,
                     model=inp.model,
@@ -257,6 +256,7 @@ class GenerationWorkflow:
                 reason = "timer"
             seen = self._callbacks
             woke_at = workflow.now()
+            self._next_poll_at = ""  # due now: nothing is scheduled until the loop waits again
             self._polls += 1
             try:
                 result = await workflow.execute_activity_method(

@@ -34,9 +34,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from imagegen import metrics, redact
 from imagegen.callbacks import CALLBACK_PATH, token_ok
-from imagegen.contracts import CallbackSignal, workflow_id_for
+from imagegen.contracts import CallbackSignal, workflow_id_candidates
 from imagegen.kie import parse_kie_state, task_id_candidates
 from imagegen.logs import log_event
+from imagegen.models import MODELS
 
 MAX_BODY_BYTES = 64 * 1024
 SIGNATURE_WINDOW_SECONDS = 300
@@ -142,6 +143,17 @@ def _reject(stats: dict, corr: str, status: int, reason: str, **fields: object) 
     return _reply(status, error={400: "bad request", 413: "body too large"}.get(status, "rejected"))
 
 
+def _workflow_ids(job_id: str, named: str) -> list[str]:
+    """The ids to signal, in order: the one the callback URL names (only if it is one of the job's:
+    the token authenticates the job, not the id), then every other id a workflow of the job can
+    have. A URL without one was made before ids named their model: its workflow is most likely
+    ``zimage-<job>``, so that one goes first."""
+    ids = workflow_id_candidates(job_id, list(MODELS))
+    if named in ids:
+        return [named] + [i for i in ids if i != named]
+    return ids[-1:] + ids[:-1]
+
+
 async def kie_callback(request: web.Request) -> web.Response:
     stats = request.app[STATS_KEY]
     stats["received"] += 1
@@ -163,16 +175,23 @@ async def kie_callback(request: web.Request) -> web.Response:
             metrics.count("imagegen_callbacks", verdict="throttled")
             log_event(corr, "CALLBACK_THROTTLED", task_id=_clean(task_id, 100))
             return _reply(429, error="too many callbacks for this job")
-        handle = request.app[TEMPORAL_KEY].get_workflow_handle(workflow_id_for(job_id))
+        signal = CallbackSignal(task_id=task_id, state=state)
+        handle = None
         try:
-            await handle.signal("kie_callback", CallbackSignal(task_id=task_id, state=state),
-                                rpc_timeout=SIGNAL_RPC_TIMEOUT)
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
+            for workflow_id in _workflow_ids(job_id, request.query.get("wf", "")):
+                handle = request.app[TEMPORAL_KEY].get_workflow_handle(workflow_id)
+                try:
+                    await handle.signal("kie_callback", signal, rpc_timeout=SIGNAL_RPC_TIMEOUT)
+                    break
+                except RPCError as exc:
+                    if exc.status != RPCStatusCode.NOT_FOUND:
+                        raise
+            else:
                 stats["unknown"] += 1
                 metrics.count("imagegen_callbacks", verdict="unknown")
                 log_event(corr, "CALLBACK_UNKNOWN", task_id=_clean(task_id, 100), reason="no running workflow")
                 return _reply(200, ignored=True)
+        except RPCError as exc:
             stats["errors"] += 1
             metrics.count("imagegen_callbacks", verdict="signal_failed")
             log_event(corr, "CALLBACK_SIGNAL_FAILED", severity=logging.ERROR,

@@ -104,7 +104,7 @@ async def submit(
         # create_task activity's create_job finds it and returns it unchanged).
         try:
             admission = await jobs.admit_job(
-                job_id=job_id, workflow_id=workflow_id_for(job_id), user_id=user_id, chat_id=chat_id,
+                job_id=job_id, workflow_id=workflow_id_for(job_id, req.model.key), user_id=user_id, chat_id=chat_id,
                 model=req.model.key, prompt=req.prompt, aspect_ratio=req.ratio, status_message_id=status_message_id,
                 max_active=settings.user_max_active, max_per_minute=settings.user_max_per_minute,
                 active_window_seconds=settings.max_wait_seconds + 300, options=options,
@@ -149,7 +149,7 @@ async def submit(
     metrics.count("imagegen_generations_started", model=req.model.key)
     if repeated:  # the earlier press recorded the job but never started it (e.g. the bot restarted)
         await _show_status(status_message, job_id, status_text)
-    log_event(job_id, "JOB_SUBMITTED", workflow_id=workflow_id_for(job_id), user_id=user_id,
+    log_event(job_id, "JOB_SUBMITTED", workflow_id=workflow_id_for(job_id, req.model.key), user_id=user_id,
               model=req.model.key, aspect_ratio=req.ratio, prompt_chars=len(req.prompt), lang=req.lang,
               **options)
     await query.answer()

@@ -17,7 +17,7 @@ from collections import Counter
 from aiogram import Bot
 from temporalio.client import Client
 
-from imagegen.contracts import GenerationInput, workflow_id_for
+from imagegen.contracts import GenerationInput
 from imagegen.i18n import normalize, t
 from imagegen.jobs import JobRepository
 from imagegen.launch import deployment_fields, ensure_started, workflow_exists
@@ -48,12 +48,13 @@ async def sweep_once(temporal: Client, repo: JobRepository, bot: Bot, settings: 
     for job in await repo.unstarted_jobs(grace_seconds):
         job_id = job["id"]
         if job["age_s"] < give_up_seconds:
-            outcome = await ensure_started(temporal, input_for(job, settings), task_queue=settings.temporal_task_queue)
+            outcome = await ensure_started(temporal, input_for(job, settings), task_queue=settings.temporal_task_queue,
+                                           workflow_id=job["workflow_id"])
             done[outcome] += 1
             log_event(job_id, "SWEEP_STARTED" if outcome == "started" else "SWEEP_SEEN", outcome=outcome,
                       age_s=round(job["age_s"]))
             continue
-        if await workflow_exists(temporal, workflow_id_for(job_id)) is not False:
+        if await workflow_exists(temporal, job["workflow_id"]) is not False:
             done["unknown"] += 1  # it runs (or the server cannot say): not ours to close
             continue
         if await repo.close_unstarted(job_id, "never started"):

@@ -15,7 +15,6 @@ import time
 
 import pytest
 
-from imagegen.contracts import workflow_id_for
 from imagegen.launch import workflow_exists
 from tests.faults.matrix import N, assert_exactly_one, job_rows, status_texts, tally
 from tests.support.tcp_proxy import TcpProxy
@@ -45,7 +44,7 @@ async def test_bot_crash_between_admit_and_start(procstack):
         await asyncio.sleep(1.0)  # every handler is inside start_workflow, its request held
         rows = await job_rows(ps.dsn, [g.job_id for g in gens])
         created_at_kill = sum(r["state"] == "created" for r in rows.values())
-        no_workflow = sum([await workflow_exists(ps.client, workflow_id_for(g.job_id)) is False for g in gens])
+        no_workflow = sum([await workflow_exists(ps.client, g.handle.id) is False for g in gens])
         bot.kill()
         await bot.wait(10)
         await proxy.cut()  # the held start requests die with the bot's connection
@@ -72,7 +71,7 @@ async def test_ambiguous_start(procstack):
     try:
         # Past the start's rpc timeout (10 s): every start has failed on the bot's side by now.
         await asyncio.sleep(11.0)
-        started_on_server = sum([await workflow_exists(ps.client, workflow_id_for(g.job_id)) is True for g in gens])
+        started_on_server = sum([await workflow_exists(ps.client, g.handle.id) is True for g in gens])
         proxy.release()
         rec = await tally("ambiguous start", "start accepted, answer held past the rpc timeout", gens, ps.tg, ps.dsn,
                           started=t0, timeout=120,

@@ -35,7 +35,7 @@ import asyncpg
 from aiohttp import web
 from temporalio.client import Client, WorkflowHandle
 
-from imagegen.contracts import GenerationResult, workflow_id_for
+from imagegen.contracts import GenerationResult
 from imagegen.delivery import create_bot
 from imagegen.migrate import apply_migrations
 from tests.support.chat import button
@@ -339,8 +339,8 @@ class ProcStack:
     async def generation_for_chat(self, chat_id: int, timeout: float = 60.0) -> Generation:
         """The chat's generation, once the worker has recorded its job."""
         job_id = await self.wait_job_for_chat(chat_id, timeout=timeout)
-        return Generation(job_id, chat_id,
-                          self.client.get_workflow_handle(workflow_id_for(job_id), result_type=GenerationResult))
+        workflow_id = await self.pool.fetchval("SELECT workflow_id FROM generation_jobs WHERE id = $1", job_id)
+        return Generation(job_id, chat_id, self.client.get_workflow_handle(workflow_id, result_type=GenerationResult))
 
     async def user_up_to_ratio(self, chat_id: int, prompt: str, ratio: str = "1:1",
                                timeout: float = 60.0) -> tuple[int, str | None]:
