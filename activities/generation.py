@@ -63,6 +63,31 @@ def _memo(details: object, key: str, kind: type) -> dict | None:
     return None
 
 
+async def _cancel_proof(job_id: str, work) -> object:
+    """Run `work` to its end even when the activity is cancelled meanwhile, and return its result.
+
+    For what follows Telegram's accept: recording the delivery (retried through a Postgres outage)
+    and the final "✅" (a 429's wait included). A cancel that lands then comes too late: the picture
+    is in the chat, so the attempt completes as delivered and the workflow ends done, never
+    "cancelled" without its message id (docs/reliability.md, "Cancel")."""
+    task = asyncio.ensure_future(work)
+    late_cancel = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done() and task.cancelled():
+                raise
+            if not late_cancel:
+                late_cancel = True
+                log_event(job_id, "DELIVER_CANCEL_TOO_LATE", reason="Telegram already accepted the picture")
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+    return result
+
+
 def _retry_delay(err: RetryableDeliveryError) -> timedelta | None:
     """Telegram's retry_after (429), with jitter, as the next retry's delay; None lets the retry policy decide."""
     return ratelimits.jittered(err.retry_after) if err.retry_after else None
@@ -207,7 +232,7 @@ class GenerationActivities:
             activity.heartbeat(accepted)  # carry it forward in case recording fails again
             log_event(inp.job_id, "DELIVER_ALREADY_ACCEPTED", message_id=accepted["message_id"],
                       level=accepted["level"], attempt=info.attempt)
-            return await self._record_and_show(inp, accepted, deadline)
+            return await _cancel_proof(inp.job_id, self._record_and_show(inp, accepted, deadline))
 
         lock = await self.repo.try_acquire_delivery_lock(inp.job_id, owner, lease)
         metrics.count("imagegen_delivery_lock", outcome=lock.outcome)  # won / busy / delivered / missing
@@ -265,7 +290,7 @@ class GenerationActivities:
             activity.heartbeat(dict(beat))
             log_event(inp.job_id, "DELIVER_OK", level=result.level, message_id=result.message_id,
                       edited=result.edited, lease_renewals=keeper.renewals)
-            return await self._record_and_show(inp, dict(beat), deadline)
+            return await _cancel_proof(inp.job_id, self._record_and_show(inp, dict(beat), deadline))
         finally:
             keeping.cancel()
             if not send.done():

@@ -204,3 +204,50 @@ async def test_cancel_while_delivering(cstack):
     await assert_cancelled_cleanly(cstack, handle, job_id, chat_id)
     row = await cstack.repo.get(job_id)
     assert row["delivered_at"] is None and row["delivering_at"] is None  # the lock was released
+
+
+async def _cancel_once_accepted(s, handle, chat_id) -> None:
+    await s.tg.wait_for(lambda: s.photos_for(chat_id), timeout=20)
+    await asyncio.sleep(0.3)  # inside what follows the accept
+    await handle.cancel()
+
+
+async def _assert_delivered_despite_cancel(s, handle, job_id, chat_id) -> None:
+    result = await asyncio.wait_for(handle.result(), 30)  # completes: not Canceled
+    assert result.outcome == "done"
+    (photo,) = s.photos_for(chat_id)
+    row = await s.repo.get(job_id)
+    assert row["state"] == "delivered" and row["delivered_message_id"] == photo.message_id
+    texts = [c.params.get("text") for c in s.tg.calls if str(c.params.get("chat_id")) == str(chat_id)]
+    assert t("status.cancelled", "ru") not in texts, s.tg.dump()
+    assert s.tg.messages(chat_id)[0]["text"] == t("status.done", "ru")
+    assert (await handle.describe()).status.name == "COMPLETED"
+
+
+async def test_cancel_during_the_429_wait_before_the_final_status_is_too_late(cstack):
+    """Issue 19.2: Telegram accepted the picture, the ✅ edit got a 429 and the delivery waits its
+    retry_after; a cancel now must not end the workflow Canceled or show "🚫"."""
+    cstack.kie.delay = 0.2
+    cstack.tg.after_photo_fault = ("editMessageText", 429, 3)
+    handle, job_id, chat_id = await cstack.start_generation()
+    await _cancel_once_accepted(cstack, handle, chat_id)
+    await _assert_delivered_despite_cancel(cstack, handle, job_id, chat_id)
+
+
+async def test_cancel_while_recording_an_accepted_delivery_is_too_late(cstack):
+    """Issue 19.2: recording the accepted delivery is retried while Postgres does not answer (here:
+    the row is locked by another transaction); a cancel meanwhile must not lose the message id."""
+    cstack.kie.delay = 0.2
+    cstack.tg.hold_photos = "after"  # accepted; the answer is held until the row is locked
+    handle, job_id, chat_id = await cstack.start_generation()
+    await cstack.tg.wait_for(lambda: cstack.tg.held == 1, timeout=20)
+    async with cstack.pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("SELECT 1 FROM generation_jobs WHERE id = $1 FOR UPDATE", job_id)
+        cstack.tg.release.set()
+        await asyncio.sleep(1.0)  # mark_delivered is blocked on the row now
+        await handle.cancel()
+        await asyncio.sleep(6.0)  # past one database call's timeout: the write is being retried
+        await tx.rollback()
+    await _assert_delivered_despite_cancel(cstack, handle, job_id, chat_id)

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         CallbackSignal,
         CreateTaskInput,
         DeliverInput,
+        DeliverResult,
         FinishInput,
         GenerationInput,
         GenerationResult,
@@ -111,6 +112,7 @@ class GenerationWorkflow:
         self._direct: frozenset[str] = frozenset()  # kinds of call run on this workflow's own queue
         self._lean = False  # LEAN_FINISH_PATCH (implies VISIBILITY_PATCH and QUEUED_STATUS_PATCH)
         self._progress_shown: float | None = None  # elapsed seconds at the last "generating" status edit
+        self._delivery: workflow.ActivityHandle | None = None  # the deliver activity, once scheduled
 
     @workflow.signal
     def kie_callback(self, signal: CallbackSignal) -> None:
@@ -191,6 +193,11 @@ class GenerationWorkflow:
         except (asyncio.CancelledError, ActivityError) as err:
             if not is_cancelled_exception(err):
                 raise
+            delivered = self._delivered()
+            if delivered is not None:
+                # The cancel came when the delivery had already completed (both in one workflow task):
+                # the picture is in the chat, so the generation is done, not cancelled.
+                return await self._done(inp, delivered)
             # An operator or the user cancelled it (UI, CLI, /cancel) at whatever moment: tell the
             # user once, record it, and end Canceled (re-raising a cancellation does that).
             self._last_error = "cancelled"
@@ -290,7 +297,7 @@ class GenerationWorkflow:
 
         self._move_to("delivering")
         try:
-            delivered = await workflow.execute_activity_method(
+            self._delivery = workflow.start_activity_method(
                 GenerationActivities.deliver,
                 DeliverInput(
                     job_id=inp.job_id, chat_id=inp.chat_id, url=urls[0], model=inp.model, aspect_ratio=inp.aspect_ratio,
@@ -306,15 +313,27 @@ class GenerationWorkflow:
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 summary="deliver (url → bytes → text)" + (" + status ✅" if lean else ""),
             )
+            delivered = await self._delivery
         except ActivityError as err:
             _raise_if_cancelled(err)
             permanent = isinstance(err.cause, ApplicationError) and err.cause.type == "PermanentDeliveryError"
             return await self._finish(inp, "undeliverable" if permanent else "error", _failure_message(err))
+        if self._visible:
+            metrics.observe("imagegen_callback_to_delivered_seconds", (workflow.now() - woke_at).total_seconds(),
+                            meter=workflow.metric_meter())
+        return await self._done(inp, delivered)
+
+    def _delivered(self) -> DeliverResult | None:
+        """The delivery's result when it completed (Telegram accepted: nothing after that is cancelled)."""
+        handle = self._delivery
+        if handle is None or not handle.done() or handle.cancelled() or handle.exception() is not None:
+            return None
+        return handle.result()
+
+    async def _done(self, inp: GenerationInput, delivered: DeliverResult) -> GenerationResult:
         self._delivery_level = delivered.level
         if self._visible:
             metrics.count("imagegen_deliveries", meter=workflow.metric_meter(), level=delivered.level or "unknown")
-            metrics.observe("imagegen_callback_to_delivered_seconds", (workflow.now() - woke_at).total_seconds(),
-                            meter=workflow.metric_meter())
         return await self._finish(inp, "done", "", delivery_level=delivered.level, shown=delivered.status_shown)
 
     async def _queue_status(self, inp: GenerationInput, kind: str) -> None:

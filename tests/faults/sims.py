@@ -55,6 +55,8 @@ class FaultTelegram(TelegramSimulator):
         self.photo_latency: tuple[float, float] | None = None
         self.sending = 0
         self.delivery_mode = "send"
+        # (method, error_code, retry_after): queued as that method's next answer once a photo is accepted
+        self.after_photo_fault: tuple[str, int, int | None] | None = None
 
     async def _fetch(self, url: str, any_type: bool = False) -> bytes:
         if self.url_fetch_fails:
@@ -87,6 +89,10 @@ class FaultTelegram(TelegramSimulator):
                 self.held -= 1
             raise TgError(502, "Bad Gateway: the client went away before the photo was accepted")
         result = await deliver(p, f)
+        if self.after_photo_fault:
+            method, code, retry_after = self.after_photo_fault
+            self.fail_next(method, code, "Too Many Requests: retry after %s" % retry_after if code == 429
+                           else "injected after the photo", retry_after=retry_after)
         if mode == "after":
             self.held += 1
             try:
