@@ -50,8 +50,11 @@ from imagegen.settings import Settings
 # Failures the code expects and retries (Kie 429/5xx, lock busy, Telegram 429/5xx/403): the SDK logs
 # BENIGN ones at DEBUG without a traceback; our own log line (with the correlation id) says what happened.
 BENIGN = ApplicationErrorCategory.BENIGN
-# Of a createTask attempt's budget, the part kept for the Kie call itself after a paced wait.
-PACED_CALL_RESERVE_SECONDS = 15.0
+# After Kie answered createTask, the attempt keeps this long for storing the task id (a retried write).
+TASK_ID_WRITE_SECONDS = budget.DB_CALL_SECONDS
+# A createTask call is not started with less than this left of the attempt: it could not get Kie's
+# answer, and a call cut short may still have created a (paid) task that nobody learns of.
+MIN_CREATE_CALL_SECONDS = 5.0
 
 
 def _memo(details: object, key: str, kind: type) -> dict | None:
@@ -129,12 +132,21 @@ class GenerationActivities:
             log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, reused=True)
             return task_id
         await self._wait_for_create_slot(inp.job_id, deadline)
+        # Every wait above came out of the same attempt: the call gets what is left of it (never more
+        # than the client's own timeout), minus the time to store the answer. A call that would run
+        # past the attempt's end is never started: Temporal would time the attempt out while Kie
+        # creates the task, and the retry, finding no task id, would create a second, paid one.
+        call_budget = budget.remaining(deadline) - TASK_ID_WRITE_SECONDS
+        if call_budget < MIN_CREATE_CALL_SECONDS:
+            log_event(inp.job_id, "KIE_CREATE_DEFERRED", left=round(call_budget, 2))
+            raise ApplicationError("createTask attempt has no time left for the call", type="KiePaced",
+                                   category=BENIGN, next_retry_delay=timedelta(seconds=1))
         try:
             task_id = await self.kie.create_task(model.kie_request(
                 inp.prompt, inp.aspect_ratio, inp.options,
                 callback_url=callback_url(self.settings.public_base_url, self.settings.callback_secret.get_secret_value(),
                                           inp.job_id, inp.workflow_id),
-            ))
+            ), timeout=min(call_budget, self.kie.timeout))
         except KieError as exc:
             log_event(inp.job_id, "JOB_CREATE_FAILED", code=exc.code, retryable=exc.retryable, error=redact(exc.message))
             if not exc.retryable:
@@ -164,7 +176,8 @@ class GenerationActivities:
         this attempt's budget is not taken: the task goes back to the Temporal queue until then."""
         if self.create_pacer is None:
             return
-        max_wait = max(budget.remaining(deadline) - PACED_CALL_RESERVE_SECONDS, 0.0)
+        # The whole Kie call (the client's full timeout) and the task-id write must fit after the wait.
+        max_wait = max(budget.remaining(deadline) - self.kie.timeout - TASK_ID_WRITE_SECONDS, 0.0)
         taken, delay = await self.create_pacer.reserve(max_wait)
         if not taken:
             log_event(job_id, "KIE_PACED", wait=round(delay, 2), requeued=True)
@@ -178,7 +191,9 @@ class GenerationActivities:
     async def poll_task(self, inp: PollInput) -> PollResult:
         """Ask recordInfo once. Kie errors are reported as state "error", not raised: a missed tick."""
         try:
-            payload = await self.kie.record_info(inp.task_id)
+            # Within the attempt, with time left to record a final state.
+            call_budget = budget.remaining(budget.attempt_deadline()) - budget.DB_CALL_SECONDS
+            payload = await self.kie.record_info(inp.task_id, timeout=max(call_budget, 1.0))
         except KieError as exc:
             # 501: the generation failed; 401/402/505: the account is unusable, polling on cannot help;
             # anything else (429, 5xx, network, "recordInfo is null" right after creation): a missed tick.

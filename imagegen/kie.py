@@ -157,6 +157,7 @@ class KieClient:
     def __init__(self, api_base: str, api_key: str, *, timeout: float = 30.0, session: aiohttp.ClientSession | None = None):
         self._base = api_base.rstrip("/")
         self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        self.timeout = timeout  # the longest any one call may take (a caller may ask for less)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session = session
         self._own_session = session is None
@@ -182,8 +183,10 @@ class KieClient:
         metrics.count("imagegen_kie_calls", endpoint=endpoint, status=200)
         return body
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> dict:
+    async def _request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> dict:
         session = await self._get_session()
+        if timeout is not None:  # the caller's budget (an activity attempt's remaining time), never more than ours
+            kwargs["timeout"] = aiohttp.ClientTimeout(total=max(min(timeout, self.timeout), 0.1))
         try:
             async with session.request(method, self._base + path, headers=self._headers, **kwargs) as resp:
                 status = resp.status
@@ -206,14 +209,15 @@ class KieClient:
             raise KieError(effective, _message(body) or f"HTTP {status}", retryable=retryable, http_status=status)
         return body
 
-    async def create_task(self, request: dict[str, Any]) -> str:
-        """createTask with the whole body (``model``, ``input``, ``callBackUrl``): see ImageModel.kie_request."""
-        body = await self._call("POST", "/api/v1/jobs/createTask", json=request)
+    async def create_task(self, request: dict[str, Any], *, timeout: float | None = None) -> str:
+        """createTask with the whole body (``model``, ``input``, ``callBackUrl``): see ImageModel.kie_request.
+        `timeout`: at most this long (seconds; default the client's)."""
+        body = await self._call("POST", "/api/v1/jobs/createTask", json=request, timeout=timeout)
         task_id = extract_task_id(body)
         if not task_id:
             raise KieError(200, "createTask answered without a taskId", retryable=True, http_status=200)
         return task_id
 
-    async def record_info(self, task_id: str) -> dict:
+    async def record_info(self, task_id: str, *, timeout: float | None = None) -> dict:
         """The raw recordInfo answer; read it with parse_kie_state."""
-        return await self._call("GET", "/api/v1/jobs/recordInfo", params={"taskId": task_id})
+        return await self._call("GET", "/api/v1/jobs/recordInfo", params={"taskId": task_id}, timeout=timeout)

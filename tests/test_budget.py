@@ -55,7 +55,7 @@ async def create_task_attempt(pool, pg_dsn, temporal_env, repo: JobRepository, s
 
 
 async def test_create_task_db_retries_end_inside_start_to_close_and_heartbeat(pool, pg_dsn, temporal_env):
-    start_to_close = 12.0
+    start_to_close = 16.0
     async with create_task_attempt(pool, pg_dsn, temporal_env, TaskIdWriteFails(pool), start_to_close,
                                    "budget") as (kie, acts, env, inp):
         beats: list[float] = []
@@ -73,16 +73,28 @@ async def test_create_task_db_retries_end_inside_start_to_close_and_heartbeat(po
     assert len(kie.tasks) == 1  # one paid Kie task
 
 
+async def test_create_task_never_starts_a_kie_call_the_attempt_cannot_wait_for(pool, pg_dsn, temporal_env):
+    """Issue 19.1: what is left of the attempt (here 9 - 5 margin - 5 for storing the id < 5 s) is
+    too little for Kie's answer: no call (one cut short may still create a paid task nobody learns
+    of); the task goes back to the queue."""
+    async with create_task_attempt(pool, pg_dsn, temporal_env, JobRepository(pool), 9.0, "short") as (kie, acts, env, inp):
+        with pytest.raises(ApplicationError) as err:
+            await env.run(acts.create_task, inp)
+    assert err.value.type == "KiePaced" and not err.value.non_retryable
+    assert kie.create_calls == 0 and len(kie.tasks) == 0
+
+
 async def test_create_task_gives_a_far_createtask_slot_back_to_the_queue(pool, pg_dsn, temporal_env):
     """Kie's window is full for longer than this attempt may wait (imagegen/pacer.py): no Kie call, no
     slot taken; the task goes back to the Temporal queue (KiePaced, benign, with a retry delay)."""
     from imagegen.ratelimits import KIE_CREATE, RateLimit
 
-    # 20 slots 30 s from now: the next free one is ~40 s away, the attempt may wait 40 - 5 - 15 = 20 s.
+    # 20 slots 30 s from now: the next free one is ~40 s away; a 60-s attempt may wait
+    # 60 - 5 (margin) - 30 (Kie's whole timeout) - 5 (storing the task id) = 20 s.
     await pool.execute("INSERT INTO rate_slots (name, at) SELECT $1, now() + interval '30 s' FROM generate_series(1, 20)",
                        KIE_CREATE)
     try:
-        async with create_task_attempt(pool, pg_dsn, temporal_env, JobRepository(pool), 40.0, "paced",
+        async with create_task_attempt(pool, pg_dsn, temporal_env, JobRepository(pool), 60.0, "paced",
                                        kie_create_limit=RateLimit(20, 10.0)) as (kie, acts, env, inp):
             with pytest.raises(ApplicationError) as err:
                 await env.run(acts.create_task, inp)

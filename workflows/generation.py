@@ -33,13 +33,21 @@ with workflow.unsafe.imports_passed_through():
     from imagegen import metrics, ratelimits, visibility
     from imagegen.models import MODELS
 
+# createTask: retried by time, not by count (issue 19): an attempt handed back by the pacer
+# (KiePaced: Kie's window is full for longer than the attempt may wait) is an attempt too, so under
+# a long backlog a count would run out while nothing failed. Kie 5xx/429 and Postgres failures are
+# retried for CREATE_SCHEDULE_TO_CLOSE, then the generation ends `error`.
 CREATE_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
-    maximum_attempts=8,
+    maximum_attempts=0,
     non_retryable_error_types=["KieRejected"],
 )
+CREATE_SCHEDULE_TO_CLOSE = timedelta(minutes=5)
+# One createTask attempt: the paced wait for Kie's window (up to 20 s), the Kie call with the client's
+# whole timeout (30 s), storing the task id (5 s) and the margin (5 s) — activities/generation.py.
+CREATE_START_TO_CLOSE = timedelta(seconds=60)
 POLL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 # Delivery: retried until it succeeds or an hour has passed (schedule_to_close). Lock-busy retries
 # are one UPDATE each, so the interval is capped low to take over soon after a dead holder's lease.
@@ -222,7 +230,8 @@ class GenerationWorkflow:
                     options=dict(inp.options),
                 ),
                 task_queue=self._queue(ratelimits.KIE_CREATE),
-                start_to_close_timeout=timedelta(seconds=40),
+                start_to_close_timeout=CREATE_START_TO_CLOSE,
+                schedule_to_close_timeout=CREATE_SCHEDULE_TO_CLOSE,
                 retry_policy=CREATE_RETRY,
                 summary=f"createTask {_kie_model(inp.model)}",
             )

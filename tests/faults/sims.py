@@ -3,6 +3,8 @@ tests/support stay untouched).
 
 FaultKie: records the time of every recordInfo call per task (``record_info_times``);
   record_info_latency (0)  every recordInfo answer is delayed (the state is read after the delay).
+  create_latency (0)       createTask creates the task at once, then answers this many seconds later
+                           (a slow Kie: the task exists, paid, before the client has its id).
 FaultTelegram:
   url_fetch_fails (False)  Telegram cannot fetch any photo URL ("failed to get HTTP URL content"),
                            so delivery has to fall back to uploading the bytes (level 2).
@@ -36,6 +38,13 @@ class FaultKie(KieSimulator):
         super().__init__(*args, **kwargs)
         self.record_info_times: dict[str, list[float]] = {}
         self.record_info_latency = 0.0  # seconds before recordInfo reads the task's state and answers
+        self.create_latency = 0.0
+
+    async def _create_task(self, request: web.Request) -> web.Response:
+        response = await super()._create_task(request)
+        if self.create_latency:
+            await asyncio.sleep(self.create_latency)
+        return response
 
     async def _record_info(self, request: web.Request) -> web.Response:
         task_id = request.query.get("taskId", "")
