@@ -12,6 +12,7 @@ holds what the Dockerfile copies and no secret, and deploy/temporal-setup.sh giv
 against a real dev server, registers what the workflow needs).
 """
 
+import json
 import os
 import re
 import subprocess
@@ -360,6 +361,55 @@ def test_setup_registers_exactly_the_search_attributes_the_workflow_upserts():
     registered = re.findall(r"(\w+):(Int|Keyword)\b", script)
     assert sorted(registered) == sorted(visibility.cli_definitions())
     assert "temporal operator search-attribute create" in script
+
+
+def run_setup(path: str, timeout: float = 120, **env: str) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    result = subprocess.run(["sh", str(ROOT / "deploy" / "temporal-setup.sh")], capture_output=True, text=True,
+                            timeout=timeout, env={"PATH": path, "HOME": os.environ.get("HOME", "/tmp"), **env})
+    return result, time.monotonic() - started
+
+
+def test_setup_gives_up_after_its_timeout_with_a_clear_message(tmp_path):
+    calls = tmp_path / "calls"
+    fake = tmp_path / "temporal"  # a `temporal` CLI whose server never answers
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\necho "connection refused" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    path = f"{tmp_path}:/usr/bin:/bin"
+    result, took = run_setup(path, timeout=30, TEMPORAL_ADDRESS="temporal:7233", TEMPORAL_NAMESPACE="default",
+                             TEMPORAL_SETUP_TIMEOUT="3")  # the script without a limit: TimeoutExpired
+    assert result.returncode == 1, result
+    assert "gave up after 3s (TEMPORAL_SETUP_TIMEOUT): no healthy Temporal server at temporal:7233" in result.stderr
+    assert "waiting: no healthy Temporal server" in result.stdout
+    assert 3 <= took < 15, took
+    attempts = calls.read_text().splitlines()
+    assert len(attempts) >= 2 and set(attempts) == {"operator cluster health --command-timeout 10s"}
+
+    result, _ = run_setup(path, TEMPORAL_ADDRESS="temporal:7233", TEMPORAL_NAMESPACE="default",
+                          TEMPORAL_SETUP_TIMEOUT="5m")
+    assert result.returncode == 2 and "TEMPORAL_SETUP_TIMEOUT must be whole seconds, got '5m'" in result.stderr
+
+
+def test_setup_registers_the_namespace_and_search_attributes_on_a_real_server(tmp_path):
+    """deploy/temporal-setup.sh with the real CLI against a dev server of its own, on a namespace the
+    server does not have yet (as on a fresh compose stack): created, usable, the six attributes
+    registered with their types; a second run changes nothing and succeeds."""
+    server = TemporalDevServer().start()
+    try:
+        namespace = f"setup-{uuid.uuid4().hex[:8]}"
+        path = f"{Path(temporal_cli()).parent}:/usr/bin:/bin"
+        env = {"TEMPORAL_ADDRESS": server.address, "TEMPORAL_NAMESPACE": namespace, "TEMPORAL_SETUP_TIMEOUT": "60"}
+        first, _ = run_setup(path, **env)
+        assert first.returncode == 0, first
+        assert f"Namespace {namespace} successfully registered" in first.stdout
+        listed = subprocess.run([temporal_cli(), "operator", "search-attribute", "list", "--namespace", namespace,
+                                 "--address", server.address, "-o", "json"], capture_output=True, text=True, check=True)
+        registered = json.loads(listed.stdout)["customAttributes"]
+        assert registered == {name: f"INDEXED_VALUE_TYPE_{kind.upper()}" for name, kind in visibility.cli_definitions()}
+        second, _ = run_setup(path, **env)
+        assert second.returncode == 0 and second.stdout.count("exists") == 6, second
+    finally:
+        server.stop()
 
 
 def test_ci_runs_the_readme_test_command():
