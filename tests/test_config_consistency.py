@@ -412,6 +412,63 @@ def test_setup_registers_the_namespace_and_search_attributes_on_a_real_server(tm
         server.stop()
 
 
+def dockerignore_regex(pattern: str) -> re.Pattern:
+    """One .dockerignore pattern as Docker matches it (moby/patternmatcher): `*` and `?` within a
+    path segment, `**` across segments (`**/` also matches none)."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        else:
+            out += {"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i]))
+            i += 1
+    return re.compile(out)
+
+
+def in_build_context(path: str) -> bool:
+    """Whether `path` (relative to the project) reaches the build context: the last pattern that
+    matches it or one of its parent folders decides; a `!` pattern lets it in."""
+    patterns = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            exception = line.startswith("!")
+            patterns.append((exception, dockerignore_regex(os.path.normpath(line.lstrip("!").strip()).lstrip("/"))))
+    parts = path.split("/")
+    candidates = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    included = True
+    for exception, regex in patterns:
+        if any(regex.fullmatch(c) for c in candidates):
+            included = exception
+    return included
+
+
+def test_the_build_context_holds_what_the_dockerfile_copies_and_no_secret_or_artefact():
+    sources = []
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith(("COPY ", "ADD ")):
+            args = [a for a in line.split()[1:] if not a.startswith("--")]
+            sources += args[:-1]
+    assert {"imagegen", "workflows", "activities", "migrations", "worker.py", "bot.py",
+            "requirements-runtime.lock"} <= set(sources)
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for source in sources:
+        files = [f for f in tracked if f == source or f.startswith(source + "/")]
+        assert files, f"COPY {source}: nothing in the repository"
+        left_out = [f for f in files if not in_build_context(f)]
+        assert not left_out, f"COPY {source}: .dockerignore leaves out {left_out}"
+    kept_out = [".env", ".env.local", ".git/HEAD", ".venv/bin/python", ".run/worker.log", "certs/client.key",
+                "certs/client.pem", "client.key", "imagegen/__pycache__/settings.cpython-311.pyc",
+                "workflows/__pycache__/generation.cpython-311.pyc", "worker.pyc", ".pytest_cache/v/cache/nodeids",
+                ".hypothesis/examples/x", "tests/test_e2e.py", "tests/histories/delivered.json",
+                "imagegen-2025-01-01.dump", "docs/reliability.md", "docker-compose.yml"]
+    assert not [f for f in kept_out if in_build_context(f)]
+    # The matcher itself: what .dockerignore lets in and keeps out are both possible outcomes.
+    assert in_build_context("imagegen/settings.py") and not in_build_context("imagegen/__pycache__")
+
+
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
