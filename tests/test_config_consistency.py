@@ -297,6 +297,11 @@ def test_compose_only_variables_are_used_with_the_defaults_env_example_shows():
     for name in COMPOSE_ONLY:
         defaults = set(re.findall(rf"\$\{{{name}:-([^}}]*)\}}", text))
         assert defaults == {example[name]}, name
+    readme = (ROOT / "README.md").read_text()
+    assert not [name for name in COMPOSE_ONLY if f"`{name}" not in readme]
+    assert "docker compose -f compose.cloud.yml up" in readme
+    uid = re.search(r"useradd .*--uid (\d+)", (ROOT / "Dockerfile").read_text()).group(1)
+    assert f"uid {uid}" in readme  # whom the mounted Cloud key must be readable by
 
 
 def test_ports_and_health_checks_agree_with_the_code(services):
