@@ -27,7 +27,7 @@ from dotenv import dotenv_values
 from imagegen import visibility
 from imagegen.health import build_internal_app
 from imagegen.health import Readiness
-from imagegen.settings import Settings
+from imagegen.settings import Settings, SettingsError
 from tests.support.services import TemporalDevServer, temporal_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -257,7 +257,7 @@ def test_the_cloud_stack_takes_temporal_from_dotenv_and_loads_for_worker_and_bot
     # Without the files in TEMPORAL_CERTS_DIR the same .env does not load: the mount is what provides them.
     if auth == "mtls":
         (tmp_path / "certs" / "client.key").unlink()
-        with pytest.raises(Exception, match="TEMPORAL_TLS_CLIENT_KEY"):
+        with pytest.raises(SettingsError, match="TEMPORAL_TLS_CLIENT_KEY"):
             settings_in(cloud["worker"], dotenv)
 
 
