@@ -249,9 +249,11 @@ def test_the_cloud_stack_takes_temporal_from_dotenv_and_loads_for_worker_and_bot
         assert settings.temporal_address == dotenv["TEMPORAL_ADDRESS"] and settings.temporal_namespace == "acme.a1b2c"
         assert settings.temporal_tls_enabled, name
         if auth == "mtls":
-            assert settings.temporal_tls_client_cert == tmp_path / "certs" / "client.pem" and settings.temporal_api_key is None
+            assert settings.temporal_tls_client_cert == tmp_path / "certs" / "client.pem"
+            assert settings.temporal_api_key is None
         else:
-            assert settings.temporal_api_key.get_secret_value() == "key-123" and settings.temporal_tls_client_cert is None
+            assert settings.temporal_api_key.get_secret_value() == "key-123"
+            assert settings.temporal_tls_client_cert is None
         assert settings.require_database_url() == "postgresql://imagegen:imagegen@postgres:5432/imagegen"
     assert settings_in(cloud["bot"], dotenv).bot_mode == "webhook"
     # Without the files in TEMPORAL_CERTS_DIR the same .env does not load: the mount is what provides them.
@@ -288,7 +290,8 @@ def test_temporal_ports_are_published_on_localhost_unless_the_operator_opts_in(s
         assert all(p.startswith("127.0.0.1:") for p in services[name]["ports"]), name
         assert all(p.startswith("127.0.0.1:") for p in compose("docker-compose.yml", {})[name]["ports"]), name
     opened = compose("docker-compose.yml", filled_env_file(tmp_path, TEMPORAL_BIND="0.0.0.0"))
-    assert opened["temporal"]["ports"] == ["0.0.0.0:7233:7233"] and opened["temporal-ui"]["ports"] == ["0.0.0.0:8233:8080"]
+    assert opened["temporal"]["ports"] == ["0.0.0.0:7233:7233"]
+    assert opened["temporal-ui"]["ports"] == ["0.0.0.0:8233:8080"]
 
 
 def test_compose_only_variables_are_used_with_the_defaults_env_example_shows():
