@@ -1,5 +1,6 @@
 # One image for both processes and the migrations: `python worker.py`, `python bot.py`,
-# `python -m imagegen.migrate` (docker-compose.yml). Runtime dependencies only, non-root.
+# `python -m imagegen.migrate` (docker-compose.yml, compose.cloud.yml). Runtime dependencies only, non-root.
+# The build context is only what the COPY lines below name (.dockerignore): add a line there too.
 FROM python:3.11.13-slim-bookworm
 WORKDIR /app
 COPY requirements-runtime.lock ./
@@ -9,7 +10,8 @@ COPY workflows ./workflows
 COPY activities ./activities
 COPY migrations ./migrations
 COPY worker.py bot.py ./
-RUN useradd --system --no-create-home imagegen
+# A fixed uid: the Temporal Cloud key mounted by compose.cloud.yml must be readable by it (README).
+RUN useradd --system --uid 10001 --no-create-home imagegen
 USER imagegen
 ENV PYTHONUNBUFFERED=1
 # 8080: the bot's public HTTP server; 8081: the internal health port (HEALTH_PORT) of either process.
