@@ -25,8 +25,8 @@ _SELECT_JOB = f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1"
 # Idempotent: a job id inserted before returns no row (the caller reads it with _SELECT_JOB).
 _INSERT_JOB = f"""
     INSERT INTO generation_jobs (id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
-                                 options)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb)
+                                 options, lang)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10)
     ON CONFLICT (id) DO NOTHING
     RETURNING {_COLUMNS}
 """
@@ -88,11 +88,12 @@ class JobRepository:
         aspect_ratio: str,
         status_message_id: int | None,
         options: dict[str, str] | None = None,
+        lang: str | None = None,
     ) -> dict[str, Any]:
         """Insert the job, or return the existing row when it was inserted before (idempotent)."""
         row = await self.pool.fetchrow(
             _INSERT_JOB, job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
-            json.dumps(options or {}),
+            json.dumps(options or {}), lang,
         )
         if row is None:
             row = await self.pool.fetchrow(_SELECT_JOB, job_id)
@@ -113,6 +114,7 @@ class JobRepository:
         max_per_minute: int,
         active_window_seconds: float = 3600.0,
         options: dict[str, str] | None = None,
+        lang: str | None = None,
     ) -> Admission:
         """Insert the job only if its user is under both limits, atomically per user.
 
@@ -148,7 +150,7 @@ class JobRepository:
                     return Admission("too_many_active", active=active, recent=len(waits))
                 row = await conn.fetchrow(
                     _INSERT_JOB, job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
-                    json.dumps(options or {}),
+                    json.dumps(options or {}), lang,
                 )
                 if row is None:  # inserted meanwhile by create_job (only outside the user lock)
                     return Admission("exists", dict(await conn.fetchrow(_SELECT_JOB, job_id)))
@@ -210,28 +212,34 @@ class JobRepository:
 
     # -- requests that never became a workflow (the bot's sweep) --------------------------------
 
-    async def unstarted_jobs(self, older_than_seconds: float, limit: int = 50) -> list[dict[str, Any]]:
+    async def unstarted_jobs(self, older_than_seconds: float, limit: int = 50,
+                             after: tuple[Any, str] | None = None) -> list[dict[str, Any]]:
         """Jobs still in 'created' (admitted by the bot; the create_task activity never ran) for
         longer than `older_than_seconds`, oldest first, each with its age in seconds (`age_s`) and
-        its user's chosen language (`lang`, None when the user never chose one)."""
+        the language to speak (`lang`: the conversation's, stored with the request; for rows from
+        before that, the user's /lang choice; None when neither is known). `after`: (created_at, id)
+        of the last row of the previous page (keyset paging: a pass sees every such job)."""
         rows = await self.pool.fetch(
             f"""
             SELECT {_COLUMNS}, EXTRACT(EPOCH FROM now() - created_at)::float8 AS age_s,
-                   (SELECT lang FROM bot_users u WHERE u.user_id = generation_jobs.user_id) AS lang
+                   COALESCE(generation_jobs.lang,
+                            (SELECT lang FROM bot_users u WHERE u.user_id = generation_jobs.user_id)) AS lang
               FROM generation_jobs
              WHERE state = 'created' AND created_at < now() - make_interval(secs => $1)
-             ORDER BY created_at LIMIT $2
+               AND ($3::timestamptz IS NULL OR (created_at, id) > ($3::timestamptz, $4::text))
+             ORDER BY created_at, id LIMIT $2
             """,
-            float(older_than_seconds), limit,
+            float(older_than_seconds), limit, after[0] if after else None, after[1] if after else None,
         )
         return [dict(r) for r in rows]
 
-    async def close_unstarted(self, job_id: str, error: str) -> bool:
-        """Give up on a job that never started (frees the user's slot). False if it moved on meanwhile."""
+    async def close_unstarted(self, job_id: str, error: str, state: str = "error") -> bool:
+        """Give up on a job still in 'created' (frees the user's slot): it never started, or its
+        workflow ended without recording it (`state`: that ending). False if it moved on meanwhile."""
         result = await self.pool.execute(
-            "UPDATE generation_jobs SET state = 'error', error = $2, updated_at = now()"
+            "UPDATE generation_jobs SET state = $3, error = $2, updated_at = now()"
             " WHERE id = $1 AND state = 'created'",
-            job_id, error,
+            job_id, error, state,
         )
         return result.endswith(" 1")
 

@@ -64,17 +64,25 @@ async def start_generation(client: Client, inp: GenerationInput, *, task_queue: 
     )
 
 
-async def workflow_exists(client: Client, workflow_id: str) -> bool | None:
-    """True/False when the server says so; None when it cannot be asked right now."""
+MISSING = "MISSING"
+
+
+async def workflow_status(client: Client, workflow_id: str) -> str | None:
+    """The workflow's status as the server names it (RUNNING, COMPLETED, CANCELED, TERMINATED,
+    TIMED_OUT, FAILED, …), MISSING when it has no such workflow, None when it cannot be asked now."""
     try:
-        await client.get_workflow_handle(workflow_id).describe(rpc_timeout=RPC_TIMEOUT)
-        return True
+        desc = await client.get_workflow_handle(workflow_id).describe(rpc_timeout=RPC_TIMEOUT)
     except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
-        return None
+        return MISSING if exc.status == RPCStatusCode.NOT_FOUND else None
     except (asyncio.TimeoutError, OSError):
         return None
+    return desc.status.name if desc.status is not None else "RUNNING"
+
+
+async def workflow_exists(client: Client, workflow_id: str) -> bool | None:
+    """True/False when the server says so; None when it cannot be asked right now."""
+    status = await workflow_status(client, workflow_id)
+    return None if status is None else status != MISSING
 
 
 async def ensure_started(client: Client, inp: GenerationInput, *, task_queue: str,

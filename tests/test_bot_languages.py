@@ -43,6 +43,10 @@ async def test_english_user_gets_every_text_in_english(stack):
     # "generating" at most every 10 s: this one took seconds, so at most one such edit
     assert sum(e.startswith("🎨 Generating") for e in edits) <= 1
     assert not [x for x in said(stack, chat) if CYRILLIC.search(x)]
+    # the request row keeps the conversation's language (the user never chose one with /lang), so
+    # that a generation the sweep starts later speaks it too (imagegen/bot/sweep.py)
+    assert await stack.pool.fetchval("SELECT lang FROM generation_jobs WHERE user_id = $1", chat) == "en"
+    assert await stack.pool.fetchval("SELECT lang FROM bot_users WHERE user_id = $1", chat) is None
 
 
 async def test_user_without_language_code_gets_russian(stack):

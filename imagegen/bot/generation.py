@@ -107,7 +107,7 @@ async def submit(
                 job_id=job_id, workflow_id=workflow_id_for(job_id, req.model.key), user_id=user_id, chat_id=chat_id,
                 model=req.model.key, prompt=req.prompt, aspect_ratio=req.ratio, status_message_id=status_message_id,
                 max_active=settings.user_max_active, max_per_minute=settings.user_max_per_minute,
-                active_window_seconds=settings.max_wait_seconds + 300, options=options,
+                active_window_seconds=settings.max_wait_seconds + 300, options=options, lang=req.lang,
             )
         except Exception as exc:
             log_event(job_id, "JOB_ADMIT_FAILED", severity=logging.ERROR, error=redact(f"{type(exc).__name__}: {exc}")[:300])
