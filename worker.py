@@ -95,7 +95,7 @@ def build_workers(client: Client, task_queue: str, acts: GenerationActivities,
         # at once per process, so such a wait stays about one window long (imagegen/pacer.py).
         slots = min(concurrency, limit.count) if limit.paces(kind) else concurrency
         workers.append(make_worker(client, ratelimits.queue_name(task_queue, kind), acts.for_queue(kind),
-                                   slots, max_task_queue_activities_per_second=limit.rate_for(kind)))
+                                   slots, max_task_queue_activities_per_second=acts.settings.queue_rate(kind)))
     return workers
 
 
@@ -119,7 +119,7 @@ def make_worker(client: Client, task_queue: str, activities: list, max_concurren
 
 
 def _limits_text(settings: Settings) -> str:
-    return ",".join(f"{kind}:{limit}@{limit.rate_for(kind) or 'unlimited'}/s"
+    return ",".join(f"{kind}:{limit}@{settings.queue_rate(kind) or 'unlimited'}/s"
                     for kind, limit in settings.rate_limits.items())
 
 

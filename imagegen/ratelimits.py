@@ -38,6 +38,11 @@ PACED = frozenset({KIE_CREATE})
 # count is dispatched within a few seconds (20/10 → 6/s: Kie's burst of 20 in about 2 s).
 PACED_CEILING = 3.0
 
+# Bot API calls of one activity on the Telegram queue in its normal path: the delivery sends the
+# picture and edits the status to "✅" itself (patch lean-finish-1). The queue's rate counts calls,
+# not activities (telegram_queue_rate).
+TELEGRAM_CALLS_PER_TASK = 2
+
 # Kie answers 429 without a retry_after: "20 new tasks per 10 s" frees up within one window.
 KIE_CREATE_WINDOW_SECONDS = 10.0
 KIE_INFO_WINDOW_SECONDS = 1.0
@@ -99,6 +104,31 @@ class RateLimit:
 
     def __str__(self) -> str:
         return "off" if self.unlimited else f"{self.count}/{self.window:g}"
+
+
+def worst_in_window(rate: float, window: float) -> float:
+    """The most tasks a queue limited to `rate` per second dispatches within any `window` seconds."""
+    return math.ceil(rate) + 1 + rate * window
+
+
+def telegram_queue_rate(telegram: RateLimit, info: RateLimit) -> float | None:
+    """The Telegram queue's task rate that keeps the worker's Bot API *calls* within `telegram`.
+
+    Each task there makes up to TELEGRAM_CALLS_PER_TASK calls (the picture and its "✅"), and the
+    recordInfo queue's polls make one more each (the "🎨 generating, N s" edit, at most one per
+    poll): their worst case in Telegram's window is set aside first. None = no limit. A delivery
+    that falls back (Telegram could not fetch the URL: the bytes, then a link) makes one or two calls
+    more; Telegram's 429 for those is honoured by the retry (its retry_after)."""
+    if telegram.unlimited:
+        return None
+    reserved = 0.0 if info.unlimited or info.queue_rate is None else worst_in_window(info.queue_rate, telegram.window)
+    rate = math.floor(telegram.count / telegram.window * 10) / 10
+    while rate > 0 and TELEGRAM_CALLS_PER_TASK * worst_in_window(rate, telegram.window) + reserved > telegram.count + 1e-9:
+        rate = round(rate - 0.1, 1)
+    if rate <= 0:
+        raise ValueError(f"TELEGRAM_SEND_LIMIT {telegram} leaves no room for deliveries besides the progress edits of "
+                         f"KIE_RECORD_INFO_LIMIT {info}")
+    return rate
 
 
 def queue_name(base: str, kind: str) -> str:

@@ -232,6 +232,10 @@ class Settings(BaseSettings):
         if (self.temporal_tls_client_cert is None) != (self.temporal_tls_client_key is None):
             raise _Named("TEMPORAL_TLS_CLIENT_KEY" if self.temporal_tls_client_key is None
                          else "TEMPORAL_TLS_CLIENT_CERT", "is required with the other (client certificate and key)")
+        try:
+            ratelimits.telegram_queue_rate(self.telegram_send_limit, self.kie_record_info_limit)
+        except ValueError as exc:
+            raise _Named("TELEGRAM_SEND_LIMIT", str(exc).split(" ", 2)[-1]) from None
         return self
 
     @classmethod
@@ -264,6 +268,12 @@ class Settings(BaseSettings):
         """The limit of each kind of external call (imagegen/ratelimits.py)."""
         return {ratelimits.KIE_CREATE: self.kie_create_limit, ratelimits.KIE_INFO: self.kie_record_info_limit,
                 ratelimits.TELEGRAM: self.telegram_send_limit}
+
+    def queue_rate(self, kind: str) -> float | None:
+        """The task-queue rate of one kind of call (None: no limit); Telegram's counts Bot API calls."""
+        if kind == ratelimits.TELEGRAM:
+            return ratelimits.telegram_queue_rate(self.telegram_send_limit, self.kie_record_info_limit)
+        return self.rate_limits[kind].rate_for(kind)
 
     @property
     def direct_kinds(self) -> list[str]:

@@ -13,7 +13,7 @@ import pytest
 
 from imagegen.i18n import t
 from imagegen.pacer import Pacer
-from imagegen.ratelimits import KIE_CREATE, KIE_INFO, TELEGRAM, RateLimit
+from imagegen.ratelimits import KIE_CREATE, KIE_INFO, TELEGRAM, TELEGRAM_CALLS_PER_TASK, RateLimit, worst_in_window
 from imagegen.settings import Settings, SettingsError
 from tests.support.kie_limits import LimitedKieSimulator, max_in_window
 from tests.support.procstack import ProcStack
@@ -39,6 +39,28 @@ def test_queue_rate_keeps_the_token_bucket_worst_case_inside_the_limit():
     assert Settings.from_env({**BASE_ENV, "KIE_CREATE_LIMIT": "off"}).kie_create_limit.unlimited
     with pytest.raises(SettingsError, match="KIE_CREATE_LIMIT"):
         Settings.from_env({**BASE_ENV, "KIE_CREATE_LIMIT": "20"})
+
+
+def test_the_telegram_queue_counts_bot_api_calls_not_activities():
+    """Issue 19.5: a delivery sends the picture and edits the status to ✅ (2 calls), and every
+    recordInfo poll may edit the "generating" status (1 call): together, in any window, at most
+    TELEGRAM_SEND_LIMIT calls."""
+    settings = Settings.from_env(BASE_ENV)
+    tg, info = settings.telegram_send_limit, settings.kie_record_info_limit
+    tg_rate, info_rate = settings.queue_rate(TELEGRAM), settings.queue_rate(KIE_INFO)
+    assert (tg.count, tg.window, info_rate) == (30, 1.0, 4.0)
+    calls = TELEGRAM_CALLS_PER_TASK * worst_in_window(tg_rate, tg.window) + worst_in_window(info_rate, tg.window)
+    assert calls <= tg.count, (tg_rate, calls)
+    assert tg_rate == 4.5  # the largest such rate in steps of 0.1/s: 4.6 would allow 2 × 10.6 + 9 > 30
+    assert TELEGRAM_CALLS_PER_TASK * worst_in_window(4.6, 1.0) + 9 > 30
+    # (counting activities, as before issue 19, the queue ran at 14/s: 2 × 29 + 9 = 67 calls in a second)
+    assert TELEGRAM_CALLS_PER_TASK * worst_in_window(tg.queue_rate, tg.window) + 9 > tg.count
+    # a limit that leaves nothing for deliveries is refused at start, naming the setting
+    with pytest.raises(SettingsError, match="TELEGRAM_SEND_LIMIT"):
+        Settings.from_env({**BASE_ENV, "TELEGRAM_SEND_LIMIT": "12/1"})
+    # without a recordInfo limit the polls' edits cannot be bounded: the calls of the queue are
+    assert Settings.from_env({**BASE_ENV, "KIE_RECORD_INFO_LIMIT": "off"}).queue_rate(TELEGRAM) == 7.0
+    assert Settings.from_env({**BASE_ENV, "TELEGRAM_SEND_LIMIT": "off"}).queue_rate(TELEGRAM) is None
 
 
 async def _create(session, kie, i):
