@@ -51,3 +51,14 @@ async def sleep_heartbeating(seconds: float, details: dict | None = None, every:
     while (left := until - loop.time()) > 0:
         heartbeat(details)
         await asyncio.sleep(min(left, every))
+
+
+async def heartbeating(work, details: dict | None = None, every: float = 2.0):
+    """Await `work` while heartbeating `details` every `every` seconds (a slow call inside it, e.g.
+    Telegram's 30 s timeout, must not let the heartbeat timeout end the attempt)."""
+    task = asyncio.ensure_future(work)
+    while True:
+        heartbeat(details)
+        done, _ = await asyncio.wait({task}, timeout=every)
+        if done:
+            return task.result()

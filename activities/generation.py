@@ -11,7 +11,7 @@ import uuid
 from datetime import timedelta
 
 from aiogram import Bot
-from aiogram.exceptions import TelegramBadRequest
+from aiogram.exceptions import TelegramBadRequest, TelegramNetworkError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
@@ -247,7 +247,9 @@ class GenerationActivities:
             activity.heartbeat(accepted)  # carry it forward in case recording fails again
             log_event(inp.job_id, "DELIVER_ALREADY_ACCEPTED", message_id=accepted["message_id"],
                       level=accepted["level"], attempt=info.attempt)
-            return await _cancel_proof(inp.job_id, self._record_and_show(inp, accepted, deadline))
+            # No lease keeper runs on this path: heartbeat while recording and showing the status.
+            return await _cancel_proof(inp.job_id, budget.heartbeating(self._record_and_show(inp, accepted, deadline),
+                                                                        accepted))
 
         lock = await self.repo.try_acquire_delivery_lock(inp.job_id, owner, lease)
         metrics.count("imagegen_delivery_lock", outcome=lock.outcome)  # won / busy / delivered / missing
@@ -392,10 +394,10 @@ class GenerationActivities:
             return
         if inp.outcome == "done" and await self._status_became_result(inp, delivered_message_id):
             # DELIVERY_MODE=edit: the status message IS the picture (its caption carries the ✅), and
-            # Telegram does not notify on edits: one short message that does.
-            await self._show_status(inp.job_id, inp.chat_id, None, t("notice.done", inp.lang))
+            # Telegram does not notify on edits: one short message that does — sent once.
+            await self._show_status(inp.job_id, inp.chat_id, None, t("notice.done", inp.lang), once=True)
             return
-        await self._show_status(inp.job_id, inp.chat_id, inp.status_message_id, text)
+        await self._show_status(inp.job_id, inp.chat_id, inp.status_message_id, text, once=True)
 
     @activity.defn(name="queue_status")
     async def queue_status(self, inp: QueueStatusInput) -> None:
@@ -416,17 +418,22 @@ class GenerationActivities:
             delivered_message_id = job["delivered_message_id"] if job is not None else None
         return delivered_message_id == inp.status_message_id
 
-    async def _show_status(self, job_id: str, chat_id: int, message_id: int | None, text: str) -> None:
+    async def _show_status(self, job_id: str, chat_id: int, message_id: int | None, text: str,
+                           once: bool = False) -> None:
+        """Edit the status message to `text` (idempotent), or send `text` when there is none. `once`:
+        the generation's final message, which a new message must never repeat (_send_once)."""
         try:
             if message_id is not None:
                 await self.bot.edit_message_text(text=text, chat_id=chat_id, message_id=message_id)
+            elif once:
+                await self._send_once(job_id, chat_id, text)
             else:
                 await self.bot.send_message(chat_id, text)
         except TelegramBadRequest as exc:
             if "not modified" in exc.message:
                 return  # already shows this text (a retried attempt)
-            if message_id is not None and "not found" in exc.message:
-                await self.bot.send_message(chat_id, text)  # the status message was deleted
+            if message_id is not None and "not found" in exc.message:  # the status message was deleted
+                await (self._send_once(job_id, chat_id, text) if once else self.bot.send_message(chat_id, text))
                 return
             raise ApplicationError(redact(f"status update refused: {exc.message}"), non_retryable=True) from None
         except Exception as exc:
@@ -437,6 +444,23 @@ class GenerationActivities:
                 raise ApplicationError(redact(mapped), next_retry_delay=_retry_delay(mapped), category=BENIGN) from None
             raise ApplicationError(redact(mapped or exc)) from None
         log_event(job_id, "STATUS_UPDATED", text=text[:40])
+
+    async def _send_once(self, job_id: str, chat_id: int, text: str) -> None:
+        """Send the generation's final message at most once, through retried attempts and lost answers:
+        the right to send is claimed in Postgres first and given back only when Telegram surely refused
+        (an error answer). A request whose answer never came may have been taken: it keeps the claim
+        (the user has the picture either way; a repeat would be a second "ready")."""
+        if not await self.repo.claim_notice(job_id):
+            log_event(job_id, "NOTICE_ALREADY_SENT")
+            return
+        try:
+            await self.bot.send_message(chat_id, text)
+        except TelegramNetworkError as exc:  # no answer: it may have arrived
+            log_event(job_id, "NOTICE_AMBIGUOUS", error=redact(f"{type(exc).__name__}: {exc}")[:200])
+            return
+        except BaseException:
+            await asyncio.shield(self.repo.release_notice(job_id))
+            raise
 
     def all(self) -> list:
         return [self.create_task, self.poll_task, self.deliver, self.finish, self.queue_status]

@@ -243,6 +243,24 @@ class JobRepository:
         )
         return result.endswith(" 1")
 
+    # -- the one final message of a generation --------------------------------------------------
+
+    async def claim_notice(self, job_id: str) -> bool:
+        """Take the right to send the generation's one final message; False if taken before (a job
+        without a row, e.g. one that ended before createTask could record it, is not guarded)."""
+        return await self.pool.fetchval(
+            """
+            WITH claimed AS (
+                UPDATE generation_jobs SET notice_sent_at = now()
+                 WHERE id = $1 AND notice_sent_at IS NULL RETURNING 1
+            )
+            SELECT EXISTS (SELECT 1 FROM claimed) OR NOT EXISTS (SELECT 1 FROM generation_jobs WHERE id = $1)
+            """, job_id)
+
+    async def release_notice(self, job_id: str) -> None:
+        """Telegram surely did not take the message: a later attempt may send it."""
+        await self.pool.execute("UPDATE generation_jobs SET notice_sent_at = NULL WHERE id = $1", job_id)
+
     # -- the delivery lock ---------------------------------------------------------------------
 
     async def try_acquire_delivery_lock(self, job_id: str, owner: str, lease_seconds: float) -> LockResult:

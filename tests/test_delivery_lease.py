@@ -98,3 +98,52 @@ async def test_a_holder_that_loses_its_lease_stops_sending(short_lease_stack, ca
     assert result.outcome == "done" and len(s.photos_for(chat_id)) == 1
     row = await s.repo.get(job_id)
     assert row["delivered_at"] is not None and row["delivery_owner"] is None
+
+
+def _notices(s, chat_id) -> list:
+    return [m for m in s.tg.messages(chat_id) if m.get("text") == t("notice.done", "ru")]
+
+
+async def test_edit_mode_notice_whose_answer_is_lost_is_not_sent_again(edit_stack):
+    """Issue 19.6: Telegram takes the "✅ ready" message but its answer never reaches the worker
+    (the client times out first). The notice was claimed before sending: neither the delivery's
+    fallback (`finish`) nor a retry sends a second one."""
+    s = edit_stack
+    s.kie.delay = 0.5
+    handle, job_id, chat_id = await s.start_generation()
+    s.tg.delay_next("sendMessage", 12.0)  # the notice: answered after the bot's 10 s timeout
+    assert (await asyncio.wait_for(handle.result(), 60)).outcome == "done"
+    await s.tg.wait_for(lambda: _notices(s, chat_id), timeout=15)  # it did arrive, late
+    await asyncio.sleep(2.0)
+    assert len(_notices(s, chat_id)) == 1, s.tg.dump()
+    assert await s.pool.fetchval("SELECT notice_sent_at FROM generation_jobs WHERE id = $1", job_id) is not None
+
+
+async def test_edit_mode_notice_is_not_repeated_by_an_attempt_that_finds_the_memo(edit_stack):
+    """Issue 19.6: a delivery attempt that finds the accepted message id in the heartbeat memo (the
+    previous attempt died after Telegram's accept) records it and shows the status: the notice the
+    previous attempt already sent is not sent again."""
+    import dataclasses
+    from datetime import datetime, timedelta, timezone
+
+    from temporalio.testing import ActivityEnvironment
+
+    from imagegen.contracts import DeliverInput
+
+    s = edit_stack
+    handle, job_id, chat_id = await s.start_generation()
+    assert (await asyncio.wait_for(handle.result(), 40)).outcome == "done"
+    assert len(_notices(s, chat_id)) == 1
+    row = await s.repo.get(job_id)
+    memo = {"message_id": row["delivered_message_id"], "level": "url", "owner": "earlier-attempt"}
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, start_to_close_timeout=timedelta(seconds=100), attempt=2,
+                                   started_time=datetime.now(timezone.utc), heartbeat_details=[memo])
+    beats = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    inp = DeliverInput(job_id=job_id, chat_id=chat_id, url=row["result_urls"][0], model="zimage", aspect_ratio="1:1",
+                       lang="ru", show_done=True, status_message_id=row["status_message_id"])
+    result = await env.run(s.activities.deliver, inp)
+    assert result.message_id == memo["message_id"] and result.status_shown
+    assert len(_notices(s, chat_id)) == 1, s.tg.dump()
+    assert beats  # this path heartbeats too (no lease keeper runs on it)
