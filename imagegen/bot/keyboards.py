@@ -15,7 +15,7 @@ from imagegen.bot.callback_data import (
     ResultAction,
 )
 from imagegen.i18n import t
-from imagegen.models import MODELS, ImageModel, Option
+from imagegen.models import TEXT_MODELS, ImageModel, Option
 
 LANG_TITLES = {"ru": "🇷🇺 Русский", "en": "🇬🇧 English"}
 
@@ -31,7 +31,7 @@ def _back(lang: str, to: str) -> list[InlineKeyboardButton]:
 def models_keyboard(lang: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=[
         [InlineKeyboardButton(text=m.title(lang), callback_data=ModelChoice(key=m.key).pack())]
-        for m in MODELS.values()
+        for m in TEXT_MODELS
     ])
 
 
