@@ -165,3 +165,44 @@ class KieUploader(KieClient):
             raise KieError(200, "upload answered without a downloadUrl", retryable=True, http_status=200)
         return Uploaded(url=url, file_name=file_name, size=len(data), mime=mime,
                         sha256=hashlib.sha256(data).hexdigest())
+
+    async def still_there(self, url: str, timeout: float = 10.0) -> bool:
+        """Whether Kie still serves an earlier upload (HEAD answers 200): Kie's pages say both 24 hours
+        and 3 days, so an upload is reused only when it is young enough *and* still there."""
+        session = await self._get_session()
+        try:
+            async with session.head(url, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=True) as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return False
+
+
+# -- an edit's pictures between the chat, the job row and the workflow input ------------------------
+
+def source_of(image: Any) -> str:
+    """What identifies a picture's source across jobs: its Telegram file_unique_id, else its URL."""
+    return getattr(image, "file_unique_id", "") or getattr(image, "url", "") or getattr(image, "file_id", "")
+
+
+def input_records(images: list[Any]) -> list[dict[str, Any]]:
+    """The job row's `input_files` for these InputImages (what the user gave; no upload state)."""
+    return [{"file_id": i.file_id, "file_unique_id": i.file_unique_id, "url": i.url, "size": i.size, "mime": i.mime}
+            for i in images]
+
+
+def images_from_job(job: dict[str, Any], *, reuse: bool = True) -> list[Any]:
+    """The InputImages of an earlier job (Again, Other ratio, the sweep), each with that job's upload of
+    it (when `reuse`): the upload activity gives Kie that URL again while Kie still keeps it."""
+    from imagegen.contracts import InputImage
+    from imagegen.jobs import job_input_files, job_uploads
+
+    uploads = job_uploads(job) if reuse else {}
+    images = []
+    for index, f in enumerate(job_input_files(job)):
+        image = InputImage(file_id=str(f.get("file_id") or ""), file_unique_id=str(f.get("file_unique_id") or ""),
+                           url=str(f.get("url") or ""), size=int(f.get("size") or 0), mime=str(f.get("mime") or ""))
+        up = uploads.get(index)
+        if up and up.get("source") == source_of(image) and isinstance(up.get("url"), str):
+            image.uploaded_url, image.uploaded_at = up["url"], float(up.get("uploaded_at") or 0)
+        images.append(image)
+    return images

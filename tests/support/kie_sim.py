@@ -37,7 +37,8 @@ Knobs (plain attributes; task knobs are snapshotted when a task is created):
                          int body code (401, 402, 422, 429, 433, 455, 500, 501, 505) or (http_status, body_dict)
 Per-prompt overrides: "[fail]" fails the task, "[nocallback]" loses the callback, "[slow]" uses delay*10.
 
-  upload_errors: faults for uploads, as create_errors; upload_delays: seconds each next upload waits
+  upload_errors: faults for uploads, as create_errors (None: that upload goes through; "lost_answer": the
+                         file is stored, then 502 is answered); upload_delays: seconds each next upload waits
                          before it is stored (popped front-first; a worker can be killed meanwhile)
 Recorded state: tasks (id -> KieTask), callbacks (list[CallbackAttempt]), record_info_calls (id -> count),
 downloads (id -> count), create_calls (int), uploads (filePath -> SimUpload, the files kept),
@@ -327,6 +328,8 @@ class KieSimulator:
         if not queue:
             return None
         f = queue.pop(0)
+        if f is None:  # this request goes through
+            return None
         if isinstance(f, int):
             return self._error(f)
         status, body = f
@@ -534,7 +537,10 @@ class KieSimulator:
         if not self._authorized(request):
             call.status = 401
             return web.json_response({"success": False, "code": 401, "msg": ERROR_MSGS[401]}, status=401)
-        if (fault := self._fault(self.upload_errors)) is not None:
+        lose_answer = bool(self.upload_errors) and self.upload_errors[0] == "lost_answer"
+        if lose_answer:
+            self.upload_errors.pop(0)
+        elif (fault := self._fault(self.upload_errors)) is not None:
             call.status = fault.status
             return fault
         try:
@@ -558,6 +564,9 @@ class KieSimulator:
         now = time.time()
         earlier = self.uploads.get(file_path)
         self.uploads[file_path] = SimUpload(file_path, data, mime, url, now, writes=(earlier.writes + 1) if earlier else 1)
+        if lose_answer:  # stored, but the client never learns it (a proxy's 502, a crash of the caller)
+            call.status = 502
+            return web.Response(status=502, text="Bad Gateway")
         call.status = 200
         return web.json_response({"success": True, "code": 200, "msg": "File uploaded successfully", "data": {
             "fileName": name, "filePath": file_path, "downloadUrl": url, "fileSize": len(data), "mimeType": mime,
