@@ -10,7 +10,7 @@ import pytest
 from imagegen.bot.reminders import remind_once
 from imagegen.i18n import t
 from imagegen.jobs import job_input_files, job_uploads
-from tests.support.chat import begin, button, press, said, wait_text
+from tests.support.chat import begin, button, press, said, send_photo_to_edit, wait_text
 from tests.support.images import make_jpeg_like, make_png, png_text
 
 pytestmark = pytest.mark.e2e
@@ -159,9 +159,7 @@ async def test_too_many_pictures_for_a_model_and_for_every_model(stack):
 async def test_kie_refusing_an_edit_is_explained_like_any_refusal(stack):
     chat = 760_006
     await stack.start_bot()
-    stack.tg.user_send_photo(chat, caption="something forbidden [fail]")
-    await press(stack, chat, "Nano Banana Edit")
-    await press(stack, chat, "auto")
+    await send_photo_to_edit(stack, chat, "something forbidden [fail]", "Nano Banana Edit", "auto")
     await wait_text(stack, chat, t("status.content_refused", "ru"), exact=True, timeout=30)
     assert stack.photos_for(chat) == []
 
@@ -217,3 +215,11 @@ async def test_history_again_other_ratio_and_original_for_an_edit(stack):
     await press(stack, chat, "Оригинал")
     await stack.tg.wait_for(lambda: stack.tg.documents, timeout=10)
     assert stack.tg.documents[0].sha256 == stack.photos_for(chat)[-1].sha256 != photo.sha256
+
+
+async def test_help_tells_about_edits(stack):
+    chat = 760_009
+    await stack.start_bot()
+    stack.tg.user_send_command(chat, "/help")
+    text = await wait_text(stack, chat, "Правка картинок")
+    assert "Nano Banana Edit (≤ 10), Seedream 4.5 Edit (≤ 14)" in text and "Z-Image картинки не правит" in text
