@@ -56,3 +56,25 @@ async def test_worker_killed_mid_upload_loses_and_doubles_no_picture(procstack):
                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED]
     assert attempts[0] == 2  # upload_inputs: the killed attempt, then the retry
     assert recovered < 60, recovered
+
+
+@pytest.mark.parametrize("mode", ["edit"])  # the status message becomes the edited picture
+async def test_real_processes_a_photo_with_a_russian_caption_gives_one_picture_from_it(procstack):
+    """What `make demo` should show for an edit: bot.py and worker.py as processes configured by their
+    environment only (KIE_UPLOAD_BASE included); a scripted user sends a photo with a Russian caption
+    and gets exactly one picture, made from the uploaded photo."""
+    ps = await procstack("edit-real-processes")
+    await asyncio.gather(ps.start_worker(), ps.start_bot())
+    chat = ps.new_chat_id()
+    picture = make_png(36, 28, seed=77)
+    ps.tg.user_send_photo(chat, caption="сделай закат над морем", image=picture)
+    await ps.tg.user_presses(chat, "Nano Banana Edit", "auto", timeout=60)
+    gen = await ps.generation_for_chat(chat)
+    result = await asyncio.wait_for(gen.handle.result(), 90)
+    assert result.outcome == "done", ps.logs()
+    (task,) = ps.kie.tasks.values()
+    (upload,) = ps.kie.uploads.values()
+    assert task.input_urls == [upload.url] and upload.data == picture
+    assert task.input_sha256 == [hashlib.sha256(picture).hexdigest()]
+    (photo,) = ps.photos_for(chat)
+    assert photo.sha256 == hashlib.sha256(ps.kie.image_bytes(task.task_id)).hexdigest()
