@@ -53,9 +53,11 @@ async def activity_resources(settings: Settings, dsn: str):
     bot = create_bot(settings.telegram_bot_token.get_secret_value(), settings.telegram_api_base,
                      timeout=settings.telegram_timeout_seconds)
     kie = KieClient(settings.kie_api_base, settings.kie_api_key.get_secret_value())
+    acts = GenerationActivities(settings=settings, repo=JobRepository(pool), kie=kie, bot=bot)
     try:
-        yield GenerationActivities(settings=settings, repo=JobRepository(pool), kie=kie, bot=bot)
+        yield acts
     finally:
+        await acts.close()
         await kie.close()
         await bot.session.close()
         await pool.close()

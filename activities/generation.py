@@ -27,6 +27,7 @@ from imagegen.contracts import (
     StatusProgress,
 )
 from activities import budget
+from activities.inputs import InputActivities
 from activities.lease import LeaseKeeper
 from imagegen.delivery import (
     PermanentDeliveryError,
@@ -45,6 +46,7 @@ from imagegen.redact import redact, register_settings
 from imagegen.models import MODELS
 from imagegen.pacer import Pacer
 from imagegen.settings import Settings
+from imagegen.uploads import KieUploader
 
 
 # Failures the code expects and retries (Kie 429/5xx, lock busy, Telegram 429/5xx/403): the SDK logs
@@ -97,7 +99,8 @@ def _retry_delay(err: RetryableDeliveryError) -> timedelta | None:
 
 
 class GenerationActivities:
-    def __init__(self, *, settings: Settings, repo: JobRepository, kie: KieClient, bot: Bot):
+    def __init__(self, *, settings: Settings, repo: JobRepository, kie: KieClient, bot: Bot,
+                 uploader: KieUploader | None = None):
         self.settings = settings
         register_settings(settings)  # its secrets are scrubbed from every error text and log line
         self.repo = repo
@@ -105,6 +108,13 @@ class GenerationActivities:
         self.bot = bot
         limit = settings.kie_create_limit
         self.create_pacer = Pacer(repo.pool, ratelimits.KIE_CREATE, limit) if limit.paces(ratelimits.KIE_CREATE) else None
+        # An edit's pictures to Kie's upload host (activities/inputs.py); its session is closed by close().
+        self.inputs = InputActivities(settings=settings, repo=repo, bot=bot, uploader=uploader or KieUploader(
+            settings.kie_upload_base, settings.kie_api_key.get_secret_value()))
+
+    async def close(self) -> None:
+        """Close what this object opened itself (the upload client's session)."""
+        await self.inputs.uploader.close()
 
     @activity.defn(name="create_task")
     async def create_task(self, inp: CreateTaskInput) -> str:
@@ -146,6 +156,7 @@ class GenerationActivities:
                 inp.prompt, inp.aspect_ratio, inp.options,
                 callback_url=callback_url(self.settings.public_base_url, self.settings.callback_secret.get_secret_value(),
                                           inp.job_id, inp.workflow_id),
+                image_urls=inp.image_urls or None,  # an edit: its pictures on Kie's file host (upload_inputs)
             ), timeout=min(call_budget, self.kie.timeout))
         except KieError as exc:
             log_event(inp.job_id, "JOB_CREATE_FAILED", code=exc.code, retryable=exc.retryable, error=redact(exc.message))
@@ -463,7 +474,7 @@ class GenerationActivities:
             raise
 
     def all(self) -> list:
-        return [self.create_task, self.poll_task, self.deliver, self.finish, self.queue_status]
+        return [self.create_task, self.poll_task, self.deliver, self.finish, self.queue_status, *self.inputs.all()]
 
     def for_queue(self, kind: str) -> list:
         """The activities that run on one rate-limited task queue (imagegen/ratelimits.py)."""

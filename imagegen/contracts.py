@@ -29,6 +29,20 @@ def workflow_id_candidates(job_id: str, models: list[str] | tuple[str, ...]) -> 
 
 
 @dataclass
+class InputImage:
+    """One input picture of an edit: a Telegram file (a photo's largest size, or an image document)
+    or the URL of an earlier result; with an earlier upload to Kie that may be reused (Again)."""
+
+    file_id: str = ""
+    file_unique_id: str = ""
+    url: str = ""  # instead of a Telegram file: fetched with the download guards (imagegen.delivery)
+    size: int = 0  # bytes, as Telegram announced (0: unknown)
+    mime: str = ""  # as Telegram announced (documents)
+    uploaded_url: str = ""  # Kie's downloadUrl of an earlier upload of this picture
+    uploaded_at: float = 0.0  # Unix seconds of that upload (reused within KIE_UPLOAD_REUSE_HOURS)
+
+
+@dataclass
 class GenerationInput:
     job_id: str
     user_id: int
@@ -47,6 +61,8 @@ class GenerationInput:
     # start): their activities run on the workflow's own task queue instead of the kind's
     # rate-limited one, so the server hands them to the worker in the same round trip (eager).
     direct_kinds: list[str] = field(default_factory=list)
+    # An edit's input pictures (an edit model, imagegen.models): uploaded to Kie first (upload_inputs).
+    images: list[InputImage] = field(default_factory=list)
 
 
 @dataclass
@@ -66,6 +82,28 @@ class CreateTaskInput:
     aspect_ratio: str
     status_message_id: int | None
     options: dict[str, str] = field(default_factory=dict)
+    image_urls: list[str] = field(default_factory=list)  # an edit: Kie's URLs of the uploaded pictures
+
+
+@dataclass
+class UploadInput:
+    job_id: str
+    model: str
+    images: list[InputImage]
+
+
+@dataclass
+class UploadedImage:
+    """One input picture on Kie's file host (also recorded in the job row's `uploads`)."""
+
+    index: int
+    url: str
+    file_name: str
+    size: int
+    sha256: str
+    mime: str
+    uploaded_at: float
+    reused: bool = False  # an earlier upload (a retried attempt, or the job Again repeats) given again
 
 
 @dataclass

@@ -18,15 +18,16 @@ import asyncpg
 _COLUMNS = (
     "id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, external_task_id, state, "
     "result_urls, error, status_message_id, delivering_at, delivery_owner, delivered_at, "
-    "delivered_message_id, delivery_level, created_at, updated_at, options::text AS options"
+    "delivered_message_id, delivery_level, created_at, updated_at, options::text AS options, "
+    "input_files::text AS input_files, uploads::text AS uploads"
 )
 
 _SELECT_JOB = f"SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1"
 # Idempotent: a job id inserted before returns no row (the caller reads it with _SELECT_JOB).
 _INSERT_JOB = f"""
     INSERT INTO generation_jobs (id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
-                                 options, lang)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10)
+                                 options, input_files, lang)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10::jsonb, $11)
     ON CONFLICT (id) DO NOTHING
     RETURNING {_COLUMNS}
 """
@@ -88,12 +89,13 @@ class JobRepository:
         aspect_ratio: str,
         status_message_id: int | None,
         options: dict[str, str] | None = None,
+        input_files: list[dict[str, Any]] | None = None,
         lang: str | None = None,
     ) -> dict[str, Any]:
         """Insert the job, or return the existing row when it was inserted before (idempotent)."""
         row = await self.pool.fetchrow(
             _INSERT_JOB, job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
-            json.dumps(options or {}), lang,
+            json.dumps(options or {}), json.dumps(input_files or []), lang,
         )
         if row is None:
             row = await self.pool.fetchrow(_SELECT_JOB, job_id)
@@ -114,6 +116,7 @@ class JobRepository:
         max_per_minute: int,
         active_window_seconds: float = 3600.0,
         options: dict[str, str] | None = None,
+        input_files: list[dict[str, Any]] | None = None,
         lang: str | None = None,
     ) -> Admission:
         """Insert the job only if its user is under both limits, atomically per user.
@@ -150,7 +153,7 @@ class JobRepository:
                     return Admission("too_many_active", active=active, recent=len(waits))
                 row = await conn.fetchrow(
                     _INSERT_JOB, job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
-                    json.dumps(options or {}), lang,
+                    json.dumps(options or {}), json.dumps(input_files or []), lang,
                 )
                 if row is None:  # inserted meanwhile by create_job (only outside the user lock)
                     return Admission("exists", dict(await conn.fetchrow(_SELECT_JOB, job_id)))
@@ -209,6 +212,16 @@ class JobRepository:
             """,
             job_id, state, error, result_urls,
         )
+
+    async def record_upload(self, job_id: str, index: int, upload: dict[str, Any]) -> bool:
+        """Record that input picture `index` of the job is on Kie's file host (replacing an earlier
+        record of that index). False when there is no such job."""
+        result = await self.pool.execute(
+            "UPDATE generation_jobs SET uploads = uploads || jsonb_build_object($2::text, $3::jsonb),"
+            " updated_at = now() WHERE id = $1",
+            job_id, str(index), json.dumps(upload),
+        )
+        return result.endswith(" 1")
 
     # -- requests that never became a workflow (the bot's sweep) --------------------------------
 
@@ -352,6 +365,22 @@ class JobRepository:
             """,
             job_id, owner, error,
         )
+
+
+def _json(job: dict[str, Any], key: str, empty: Any) -> Any:
+    raw = job.get(key)
+    value = json.loads(raw) if isinstance(raw, str) else raw
+    return value if isinstance(value, type(empty)) else empty
+
+
+def job_input_files(job: dict[str, Any]) -> list[dict[str, Any]]:
+    """An edit job's input pictures, as the bot recorded them ([] for a text-to-image job)."""
+    return [f for f in _json(job, "input_files", []) if isinstance(f, dict)]
+
+
+def job_uploads(job: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """What was uploaded to Kie for the job, by picture index."""
+    return {int(k): v for k, v in _json(job, "uploads", {}).items() if str(k).isdigit() and isinstance(v, dict)}
 
 
 def job_options(job: dict[str, Any]) -> dict[str, str]:

@@ -59,7 +59,8 @@ async def start_generation(client: Client, inp: GenerationInput, *, task_queue: 
         static_details=visibility.static_details(
             job_id=inp.job_id, model_title=model.title("en"), kie_model=model.kie_model, aspect_ratio=inp.aspect_ratio,
             user_id=inp.user_id, chat_id=inp.chat_id, prompt=inp.prompt,
-            extra={"Poll schedule": ", ".join(f"{i:g}s until {u:g}s" for u, i in inp.poll_schedule)},
+            extra={"Poll schedule": ", ".join(f"{i:g}s until {u:g}s" for u, i in inp.poll_schedule),
+                   **({"Input pictures": len(inp.images)} if inp.images else {})},
         ),
     )
 

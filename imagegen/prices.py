@@ -10,6 +10,8 @@ PRICES: dict[str, int | dict] = {
     "zimage": 1,
     "seedream45": {"_base": 2, "quality": {"basic": 0, "high": 1}},
     "nanobanana": 2,
+    "nanobanana_edit": 2,
+    "seedream45_edit": {"_base": 2, "quality": {"basic": 0, "high": 1}},
 }
 DEFAULT_PRICE = 2  # a model without an entry (a test fails for every such model: tests/test_credits.py)
 

@@ -144,6 +144,8 @@ class Settings(BaseSettings):
     # --- endpoints ---
     telegram_api_base: HttpUrl = "https://api.telegram.org"
     kie_api_base: HttpUrl = "https://api.kie.ai"
+    # Kie's file upload API lives on its own host (same key): the input pictures of an edit go there.
+    kie_upload_base: HttpUrl = "https://kieai.redpandaai.co"
     http_host: str = "0.0.0.0"
     http_port: Port = 8080
     # Internal HTTP port of either process: /healthz, /readyz, /status (counters). 0 = off.
@@ -177,6 +179,9 @@ class Settings(BaseSettings):
     download_timeout_seconds: Seconds = 30.0
     # One Telegram Bot API request (aiogram session timeout).
     telegram_timeout_seconds: Seconds = 30.0
+    # An edit's input pictures uploaded to Kie are reused (Again, Other ratio) for this many hours after
+    # their upload, then uploaded again; Kie keeps uploads 3 days. 0: always upload again.
+    kie_upload_reuse_hours: Annotated[float, Field(ge=0, le=72, allow_inf_nan=False)] = 60.0
 
     # --- capacity (docs/reliability.md, "Pools and concurrency") ---
     db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10

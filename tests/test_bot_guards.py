@@ -30,6 +30,8 @@ async def test_commands_work_in_every_state_and_are_never_a_prompt(stack):
     # during a generation and after it, too
     stack.tg.user_send_command(chat, "/help")
     await stack.tg.wait_for(lambda: said(stack, chat).count(t("help", "ru", models="Z-Image, Seedream 4.5, Nano Banana",
+                                                                edit_models="Nano Banana Edit (≤ 10), "
+                                                                            "Seedream 4.5 Edit (≤ 14)",
                                                                 active=2, per_minute=5)) == 2)
     await stack.tg.wait_for(lambda: stack.photos_for(chat), timeout=20)
     assert [task.prompt for task in stack.kie.tasks.values()] == ["a quiet lake"]

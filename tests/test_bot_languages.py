@@ -37,7 +37,7 @@ async def test_english_user_gets_every_text_in_english(stack):
     (photo,) = stack.photos_for(chat)
     assert photo.caption == "🖼 Z-Image · 16:9"
     assert [b for b, _ in stack.tg.inline_buttons(chat, photo.message_id)] == [
-        "🔁 Again", "✏️ New prompt", "📐 Other ratio", "📄 Original"]
+        "🔁 Again", "📝 New prompt", "📐 Other ratio", "📄 Original", "✏️ Edit this picture"]
     edits = status_edits(stack, chat, status_id)
     assert edits[0].startswith("⏳ Generation started: Z-Image, 16:9") and edits[-1] == "✅ Generation complete"
     # "generating" at most every 10 s: this one took seconds, so at most one such edit
@@ -57,7 +57,7 @@ async def test_user_without_language_code_gets_russian(stack):
     await wait_text(stack, chat, t("status.done", "ru"), exact=True)
     (photo,) = stack.photos_for(chat)
     assert [b for b, _ in stack.tg.inline_buttons(chat, photo.message_id)] == [
-        "🔁 Ещё раз", "✏️ Новый промпт", "📐 Другой формат", "📄 Оригинал"]
+        "🔁 Ещё раз", "📝 Новый промпт", "📐 Другой формат", "📄 Оригинал", "✏️ Изменить эту картинку"]
     assert status_edits(stack, chat, status_id)[0].startswith("⏳ Генерация запущена")
     assert t("welcome", "ru") in said(stack, chat)
 

@@ -6,7 +6,7 @@ import itertools
 import pytest
 
 from imagegen.i18n import t
-from imagegen.models import MODELS
+from imagegen.models import EDIT_MODELS, MODELS, edit_models_for
 from tests.support.chat import begin, button, later, press, press_and_wait, said, wait_text
 from tests.support.kie_sim import input_problem
 
@@ -17,13 +17,48 @@ from tests.support.kie_sim import input_problem
 def test_every_ratio_and_option_makes_a_body_kie_accepts(key):
     model = MODELS[key]
     values = [o.values for o in model.options]
+    urls = [f"https://files.example/{i}.png" for i in range(model.images.max_count)] if model.edits else None
     for ratio, *chosen in itertools.product(model.aspect_ratios, *values):
         options = {o.name: v for o, v in zip(model.options, chosen)}
-        body = model.kie_request("a cat", ratio, options, callback_url="https://x/cb")
+        body = model.kie_request("a cat", ratio, options, callback_url="https://x/cb", image_urls=urls)
         assert body["model"] == model.kie_model and body["callBackUrl"] == "https://x/cb"
         assert input_problem(body["model"], body["input"]) is None, body
-    longest = model.kie_input("x" * model.max_prompt_chars, model.aspect_ratios[0])
+    longest = model.kie_input("x" * model.max_prompt_chars, model.aspect_ratios[0], image_urls=urls)
     assert input_problem(model.kie_model, longest) is None
+
+
+def test_edit_models_take_their_documented_number_of_pictures_and_z_image_none():
+    assert {m.kie_model: m.images.max_count for m in EDIT_MODELS} == {"google/nano-banana-edit": 10,
+                                                                       "seedream/4.5-edit": 14}
+    assert all(m.images.field == "image_urls" and m.images.max_bytes == 10 * 1024 * 1024
+               and m.images.types == ("image/jpeg", "image/png", "image/webp") for m in EDIT_MODELS)
+    assert "zimage" not in {m.key for m in EDIT_MODELS} and not MODELS["zimage"].edits
+    assert [m.key for m in edit_models_for(11)] == ["seedream45_edit"] and edit_models_for(15) == []
+    nano = MODELS["nanobanana_edit"]
+    with pytest.raises(ValueError):
+        nano.kie_input("p", "auto")  # an edit needs a picture
+    with pytest.raises(ValueError):
+        nano.kie_input("p", "auto", image_urls=["https://x/a.png"] * 11)
+    with pytest.raises(ValueError):
+        MODELS["zimage"].kie_input("p", "1:1", image_urls=["https://x/a.png"])
+    assert nano.kie_input("p", "auto", image_urls=["https://x/a.png"]) == {
+        "prompt": "p", "image_size": "auto", "output_format": "png", "image_urls": ["https://x/a.png"]}
+
+
+def test_the_simulator_refuses_edit_inputs_kie_documents_as_invalid():
+    url = "https://files.example/a.png"
+    assert input_problem("google/nano-banana-edit", {"prompt": "x"})  # image_urls required
+    assert input_problem("google/nano-banana-edit", {"prompt": "x", "image_urls": []})
+    assert input_problem("google/nano-banana-edit", {"prompt": "x", "image_urls": [url] * 11})
+    assert input_problem("google/nano-banana-edit", {"prompt": "x", "image_urls": ["ftp://a/b.png"]})
+    assert input_problem("google/nano-banana-edit", {"prompt": "x", "image_urls": [url] * 10}) is None
+    assert input_problem("seedream/4.5-edit", {"prompt": "x", "image_urls": [url] * 15, "aspect_ratio": "1:1",
+                                               "quality": "basic"})
+    assert input_problem("seedream/4.5-edit", {"prompt": "x", "image_urls": [url] * 14, "aspect_ratio": "1:1",
+                                               "quality": "basic"}) is None
+    assert input_problem("seedream/4.5-edit", {"prompt": "x" * 3001, "image_urls": [url], "aspect_ratio": "1:1",
+                                               "quality": "basic"})
+    assert input_problem("z-image", {"prompt": "x", "image_urls": [url]})  # Z-Image takes no picture
 
 
 def test_the_simulator_refuses_what_kie_documents_as_invalid():

@@ -68,7 +68,7 @@ async def test_non_text_where_a_prompt_is_expected_gets_a_hint(stack):
     stack.tg.user_send_command(chat, "/start")
     await press(stack, chat, "Z-Image")
     await stack.tg.wait_for(lambda: any("Опишите" in t for t in texts_in(stack, chat)))
-    stack.tg.user_send_photo(chat)
+    stack.tg.user_send_sticker(chat)  # (a photo here starts an edit: tests/test_bot_edits.py)
     await stack.tg.wait_for(lambda: t("prompt.need_text", "ru") in texts_in(stack, chat))
 
 

@@ -20,6 +20,7 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from imagegen.contracts import GenerationInput, GenerationResult
+from tests.support.images import make_png
 from tests.support.stack import start_generation_workflow
 
 from worker import build_workers
@@ -40,6 +41,9 @@ SCENARIOS = {
     # Recorded after the lean-finish change (the delivery shows the final status; finish is the fallback):
     "lean_callback": dict(),
     "lean_status_deferred": dict(telegram_fail=("editMessageText", 502, "Bad Gateway")),
+    # Recorded after the edit-inputs change (an edit's pictures uploaded to Kie first; issue 16), with
+    # one upload whose answer was lost (the activity is retried and reuses what it recorded):
+    "edit_album": dict(edit=3, upload_errors=[None, "lost_answer"]),
 }
 
 
@@ -48,9 +52,14 @@ async def record(stack, name: str) -> WorkflowHistory:
     prompt = knobs.pop("prompt", "a red fox in snow")
     if "telegram_fail" in knobs:
         stack.tg.fail_next(*knobs.pop("telegram_fail"))
+    pictures = knobs.pop("edit", 0)
     for key, value in knobs.items():
         setattr(stack.kie, key, value)
-    handle, _, _ = await stack.start_generation(prompt=prompt)
+    if pictures:
+        handle, _, _ = await stack.start_edit([make_png(16, 16, seed=60 + i) for i in range(pictures)],
+                                              prompt="merge them", model="seedream45_edit", ratio="1:1")
+    else:
+        handle, _, _ = await stack.start_generation(prompt=prompt)
     await asyncio.wait_for(handle.result(), 30)
     return await handle.fetch_history()
 

@@ -427,6 +427,58 @@ async def test_tg_get_updates_conflicts(tg, bot):
     assert await bot.get_updates(timeout=0) == []
 
 
+async def test_tg_user_photo_is_served_by_get_file_and_the_file_url(tg, bot):
+    """What a scripted user sends is what aiogram's getFile + download fetch: the largest size is the
+    picture itself (a thumbnail comes first, as Telegram's updates list sizes smallest first)."""
+    picture = make_png(40, 30, seed=11)
+    tg.user_send_photo(CHAT, caption="сделай закат", image=picture)
+    (update,) = await bot.get_updates(timeout=0)
+    message = update.message
+    assert message.caption == "сделай закат" and len(message.photo) == 2
+    thumb, full = message.photo
+    assert (full.width, full.height, full.file_size) == (40, 30, len(picture)) and thumb.width < full.width
+    file = await bot.get_file(full.file_id)
+    assert file.file_path.endswith(".png") and file.file_size == len(picture)
+    assert (await bot.download_file(file.file_path)).read() == picture
+    assert tg.user_files[full.file_id] == picture and tg.file_downloads == [file.file_path]
+    with pytest.raises(TelegramBadRequest, match="invalid file_id"):
+        await bot.get_file("nope")
+
+
+async def test_tg_album_documents_stickers_and_size_claims(tg, bot):
+    ids = tg.user_send_album(CHAT, 3, caption="merge them", caption_index=1)
+    tg.user_send_document(CHAT, b"%PDF-1.4", "report.pdf", "application/pdf")
+    tg.user_send_document(CHAT, make_png(8, 8), "big.png", "image/png", file_size=25 * 1024 * 1024)
+    tg.user_send_sticker(CHAT)
+    tg.user_send_animation(CHAT)
+    tg.user_send_photo(CHAT, image=make_png(8, 8, seed=3), file_size=11 * 1024 * 1024)
+    updates = await bot.get_updates(timeout=0)
+    album = [u.message for u in updates if u.update_id in ids]
+    assert len(album) == 3 and len({m.media_group_id for m in album}) == 1 and album[0].media_group_id
+    assert [m.caption for m in album] == [None, "merge them", None]
+    assert len({m.photo[-1].file_id for m in album}) == 3
+    pdf, big, sticker, animation, claimed = [u.message for u in updates[3:]]
+    assert pdf.document.mime_type == "application/pdf" and pdf.document.file_name == "report.pdf"
+    assert big.document.file_size == 25 * 1024 * 1024  # the claim; getFile tells the truth
+    assert (await bot.get_file(big.document.file_id)).file_size == len(make_png(8, 8))
+    assert sticker.sticker.is_animated and animation.animation.mime_type == "video/mp4"
+    assert claimed.photo[-1].file_size == 11 * 1024 * 1024
+    tg.getfile_max_bytes = 10
+    with pytest.raises(TelegramBadRequest, match="file is too big"):
+        await bot.get_file(album[0].photo[-1].file_id)
+
+
+async def test_tg_scripted_user_presses_buttons_in_turn(tg, bot):
+    first = await bot.send_message(CHAT, "pick", reply_markup=InlineKeyboardMarkup(inline_keyboard=[[
+        InlineKeyboardButton(text="Nano Banana Edit", callback_data="model:nanobanana_edit")]]))
+    pressing = asyncio.create_task(tg.user_presses(CHAT, "Nano Banana", "auto", timeout=5))
+    await tg.wait_for(lambda: len(tg.updates) == 1)
+    second = await bot.send_message(CHAT, "ratio", reply_markup=InlineKeyboardMarkup(inline_keyboard=[[
+        InlineKeyboardButton(text="auto", callback_data="ratio:auto")]]))
+    assert await pressing == [first.message_id, second.message_id]
+    assert [u["callback_query"]["data"] for u in tg.updates] == ["model:nanobanana_edit", "ratio:auto"]
+
+
 async def test_tg_wait_for_times_out_with_dump(tg, bot):
     await bot.send_message(CHAT, "state")
     with pytest.raises(TimeoutError, match="state"):

@@ -4,12 +4,16 @@ Temporal dev server and real Postgres."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 
 from imagegen.i18n import t
 from imagegen.bot.sweep import input_for, sweep_once
 from imagegen.contracts import GenerationResult, legacy_workflow_id, workflow_id_for
 from imagegen.launch import ensure_started, start_generation, workflow_exists
+from imagegen.uploads import input_records
+from tests.support.images import make_png
+from tests.support.stack import user_pictures
 
 
 async def admitted(stack, *, age_seconds: float = 0.0, legacy: bool = False) -> tuple[str, int, int]:
@@ -141,3 +145,23 @@ async def test_sweep_sees_every_row_and_one_failing_job_does_not_stop_the_pass(s
         await asyncio.gather(*(h.terminate("test over") for h in parked))
         for job_id in running + [broken]:
             await stack.repo.close_unstarted(job_id, "test over")
+
+
+async def test_the_sweep_starts_an_edit_with_its_pictures(stack):
+    """An edit admitted but never started: the sweep's input carries its pictures (the job row's
+    input_files), so the edit is made from them."""
+    chat_id = int(uuid.uuid4().int % 10**9) + 1000
+    picture = make_png(20, 20, seed=81)
+    images = user_pictures(stack.tg, chat_id, [picture])
+    job_id = uuid.uuid4().hex[:16]
+    status = await stack.bot.send_message(chat_id, "⏳ status")
+    await stack.repo.create_job(job_id=job_id, workflow_id=workflow_id_for(job_id, "nanobanana_edit"), user_id=chat_id, chat_id=chat_id,
+                                model="nanobanana_edit", prompt="add snow", aspect_ratio="auto",
+                                status_message_id=status.message_id, input_files=input_records(images))
+    inp = input_for(await stack.repo.get(job_id), stack.config)
+    assert [i.file_id for i in inp.images] == [images[0].file_id] and inp.images[0].uploaded_url == ""
+    assert await ensure_started(stack.client, inp, task_queue=stack.task_queue) == "started"
+    handle = stack.client.get_workflow_handle(workflow_id_for(job_id, "nanobanana_edit"), result_type=GenerationResult)
+    assert (await asyncio.wait_for(handle.result(), 40)).outcome == "done"
+    (task,) = stack.kie.tasks.values()
+    assert task.input_sha256 == [hashlib.sha256(picture).hexdigest()] and len(stack.photos_for(chat_id)) == 1

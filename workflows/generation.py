@@ -1,6 +1,6 @@
 """GenerationWorkflow: one Z-Image generation, from Kie task to exactly one delivered picture.
 
-create task (activity) → wait for the ``kie_callback`` signal, with a polling timer as fallback →
+[an edit: upload its pictures to Kie's file host (activity)] → create task (activity) → wait for the ``kie_callback`` signal, with a polling timer as fallback →
 on each wake-up, ask Kie's recordInfo (activity; the callback itself is only a wake-up) →
 on success, deliver (activity, under the Postgres lock) → final status message (activity).
 
@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 
 with workflow.unsafe.imports_passed_through():
     from activities.generation import GenerationActivities
+    from activities.inputs import InputActivities
     from imagegen.contracts import (
         CallbackSignal,
         CreateTaskInput,
@@ -29,6 +30,8 @@ with workflow.unsafe.imports_passed_through():
         PollInput,
         QueueStatusInput,
         StatusProgress,
+        UploadedImage,
+        UploadInput,
     )
     from imagegen import metrics, ratelimits, visibility
     from imagegen.models import MODELS
@@ -74,6 +77,18 @@ QUEUED_AFTER_SECONDS = 3.0
 # final "✅" status itself instead of a separate `finish` activity (which stays the fallback). It implies
 # the two patches above (one patch marker per new workflow instead of three).
 LEAN_FINISH_PATCH = "lean-finish-1"
+# Issue 16: an edit's pictures are uploaded to Kie's file host before createTask (activities/inputs.py).
+# Only workflows with pictures run this step (and record this marker); older histories have none.
+EDIT_INPUTS_PATCH = "edit-inputs-1"
+UPLOAD_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=["InputRejected", "KieRejected", "KieUnusable"],
+)
+UPLOAD_START_TO_CLOSE = timedelta(minutes=3)
+UPLOAD_HEARTBEAT = timedelta(seconds=20)
+UPLOAD_SCHEDULE_TO_CLOSE = timedelta(minutes=5)  # within launch.MARGIN + the createTask retries
 STATUS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 FINISH_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10)
 
@@ -121,6 +136,7 @@ class GenerationWorkflow:
         self._lean = False  # LEAN_FINISH_PATCH (implies VISIBILITY_PATCH and QUEUED_STATUS_PATCH)
         self._progress_shown: float | None = None  # elapsed seconds at the last "generating" status edit
         self._delivery: workflow.ActivityHandle | None = None  # the deliver activity, once scheduled
+        self._uploads: list[UploadedImage] = []  # an edit's pictures on Kie's file host (EDIT_INPUTS_PATCH)
 
     @workflow.signal
     def kie_callback(self, signal: CallbackSignal) -> None:
@@ -172,6 +188,10 @@ class GenerationWorkflow:
             lines.append(f"**Last Kie state** {self._last_state}")
         if self._next_poll_at and self._phase == "waiting":
             lines.append(f"**Next poll** {self._next_poll_at}")
+        if self._uploads:
+            reused = sum(u.reused for u in self._uploads)
+            lines.append(f"**Input pictures** {len(self._uploads)} on Kie ({reused} reused): "
+                         + ", ".join(f"[{u.file_name}]({u.url})" for u in self._uploads))
         if self._delivery_level:
             lines.append(f"**Delivered as** {self._delivery_level}")
         if self._last_error:
@@ -215,6 +235,12 @@ class GenerationWorkflow:
     async def _generate(self, inp: GenerationInput) -> GenerationResult:
         lean = self._lean
         self._move_to("creating", upsert=not lean)  # lean: launch.py started it with GenerationState=creating
+        image_urls: list[str] = []
+        if inp.images and workflow.patched(EDIT_INPUTS_PATCH):
+            failed = await self._upload_inputs(inp)
+            if failed is not None:
+                return failed
+            image_urls = [u.url for u in self._uploads]
         try:
             create = workflow.start_activity_method(
                 GenerationActivities.create_task,
@@ -228,6 +254,7 @@ class GenerationWorkflow:
                     aspect_ratio=inp.aspect_ratio,
                     status_message_id=inp.status_message_id,
                     options=dict(inp.options),
+                    image_urls=image_urls,
                 ),
                 task_queue=self._queue(ratelimits.KIE_CREATE),
                 start_to_close_timeout=CREATE_START_TO_CLOSE,
@@ -344,6 +371,32 @@ class GenerationWorkflow:
         if self._visible:
             metrics.count("imagegen_deliveries", meter=workflow.metric_meter(), level=delivered.level or "unknown")
         return await self._finish(inp, "done", "", delivery_level=delivered.level, shown=delivered.status_shown)
+
+    async def _upload_inputs(self, inp: GenerationInput) -> GenerationResult | None:
+        """An edit's pictures to Kie's file host; the finished result when that cannot be done."""
+        n = len(inp.images)
+        try:
+            self._uploads = await workflow.execute_activity_method(
+                InputActivities.upload_inputs,
+                UploadInput(job_id=inp.job_id, model=inp.model, images=list(inp.images)),
+                # Telegram's getFile and Kie's upload host have no rate limit of their own here: the
+                # workflow's own queue (the same worker runs it eagerly).
+                task_queue=workflow.info().task_queue,
+                start_to_close_timeout=UPLOAD_START_TO_CLOSE,
+                heartbeat_timeout=UPLOAD_HEARTBEAT,
+                schedule_to_close_timeout=UPLOAD_SCHEDULE_TO_CLOSE,
+                retry_policy=UPLOAD_RETRY,
+                summary=f"upload {n} picture{'s' if n != 1 else ''} → Kie files",
+            )
+        except ActivityError as err:
+            _raise_if_cancelled(err)
+            kind = err.cause.type if isinstance(err.cause, ApplicationError) else ""
+            # A picture that cannot be used (too big, not a picture, gone) or refused by Kie: the user is
+            # told why; Kie or Telegram unusable for now (after the retries): "unavailable".
+            outcome = "failed" if kind in ("InputRejected", "KieRejected") else "error"
+            return await self._finish(inp, outcome, _failure_message(err))
+        self._show_details()
+        return None
 
     async def _queue_status(self, inp: GenerationInput, kind: str) -> None:
         """Cosmetic: a status edit that fails is logged, never a reason to stop the generation."""

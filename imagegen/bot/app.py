@@ -29,6 +29,7 @@ from imagegen.bot.handlers import build_router
 from imagegen.bot.leader import Leadership
 from imagegen.bot.locale import UserLocaleMiddleware
 from imagegen.bot.menu import publish_commands
+from imagegen.bot.reminders import run_reminders
 from imagegen.bot.serial import PerKeyIsolation
 from imagegen.bot.sweep import run_sweeper
 from imagegen.delivery import create_bot
@@ -126,6 +127,7 @@ async def run_bot(
     runner = pool = bot = None
     background: asyncio.Task | None = None
     sweeper: asyncio.Task | None = None
+    reminders: asyncio.Task | None = None
     try:
         await apply_migrations(dsn)
         if temporal is None:
@@ -156,6 +158,7 @@ async def run_bot(
         sweeper = asyncio.create_task(run_sweeper(temporal, JobRepository(pool), bot, settings,
                                                   every=settings.unstarted_sweep_seconds,
                                                   grace_seconds=settings.unstarted_sweep_seconds))
+        reminders = asyncio.create_task(run_reminders(pool, bot))  # pictures left without a description
         log.info("HTTP_STARTED host=%s port=%s mode=%s", settings.http_host, settings.http_port, settings.bot_mode)
         if settings.bot_mode == "webhook":
             await bot.set_webhook(
@@ -186,7 +189,7 @@ async def run_bot(
             log.warning("BOT_DRAIN_TIMEOUT in_hand=%d", gate.in_hand)
     finally:
         readiness.draining = True
-        for task in (background, sweeper):
+        for task in (background, sweeper, reminders):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)

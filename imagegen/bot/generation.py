@@ -16,7 +16,7 @@ from aiogram.types import CallbackQuery, Message
 from temporalio.client import Client
 
 from imagegen import metrics
-from imagegen.contracts import GenerationInput, workflow_id_for
+from imagegen.contracts import GenerationInput, InputImage, workflow_id_for
 from imagegen.i18n import t
 from imagegen.jobs import Admission, JobRepository
 from imagegen.launch import deployment_fields, ensure_started
@@ -24,6 +24,7 @@ from imagegen.logs import log_event
 from imagegen.models import ImageModel
 from imagegen.redact import redact
 from imagegen.settings import Settings
+from imagegen.uploads import input_records
 
 log = logging.getLogger("imagegen.bot")
 
@@ -35,6 +36,7 @@ class Request:
     ratio: str
     lang: str
     options: dict[str, str] = field(default_factory=dict)
+    images: list[InputImage] = field(default_factory=list)  # an edit's pictures (an edit model)
 
 
 def job_id_for(message: Message) -> str:
@@ -108,6 +110,7 @@ async def submit(
                 model=req.model.key, prompt=req.prompt, aspect_ratio=req.ratio, status_message_id=status_message_id,
                 max_active=settings.user_max_active, max_per_minute=settings.user_max_per_minute,
                 active_window_seconds=settings.max_wait_seconds + 300, options=options, lang=req.lang,
+                input_files=input_records(req.images),
             )
         except Exception as exc:
             log_event(job_id, "JOB_ADMIT_FAILED", severity=logging.ERROR, error=redact(f"{type(exc).__name__}: {exc}")[:300])
@@ -124,7 +127,7 @@ async def submit(
     inp = GenerationInput(
         job_id=job_id, user_id=user_id, chat_id=chat_id, model=req.model.key, prompt=req.prompt,
         aspect_ratio=req.ratio, status_message_id=status_message_id,
-        lang=req.lang, options=options, **deployment_fields(settings),
+        lang=req.lang, options=options, images=list(req.images), **deployment_fields(settings),
     )
     try:
         # Safe to repeat; after an ambiguous failure (e.g. a timeout after the server accepted) it
@@ -151,6 +154,6 @@ async def submit(
         await _show_status(status_message, job_id, status_text)
     log_event(job_id, "JOB_SUBMITTED", workflow_id=workflow_id_for(job_id, req.model.key), user_id=user_id,
               model=req.model.key, aspect_ratio=req.ratio, prompt_chars=len(req.prompt), lang=req.lang,
-              **options)
+              **({"pictures": len(req.images)} if req.images else {}), **options)
     await query.answer()
     return True

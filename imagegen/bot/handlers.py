@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from imagegen.bot.routers import commands, conversation, fallback, groups, history, language, results
+from imagegen.bot.routers import commands, conversation, edits, fallback, groups, history, language, results
 
 
 def build_router() -> Router:
@@ -17,7 +17,9 @@ def build_router() -> Router:
         history.build(),  # /history and its resend buttons
         commands.build_unknown(),  # any other /command: never a prompt
         results.build(),  # the buttons under a picture
+        edits.build(),  # a photo (album, image file) to edit: in any state
         conversation.build(),  # model → prompt → options → ratio
+        edits.build_refusals(),  # stickers, animations, other files: a clear answer
         fallback.build(),  # stale buttons, other messages
     )
     return router

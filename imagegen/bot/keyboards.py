@@ -15,7 +15,7 @@ from imagegen.bot.callback_data import (
     ResultAction,
 )
 from imagegen.i18n import t
-from imagegen.models import MODELS, ImageModel, Option
+from imagegen.models import TEXT_MODELS, ImageModel, Option, edit_models_for
 
 LANG_TITLES = {"ru": "🇷🇺 Русский", "en": "🇬🇧 English"}
 
@@ -31,7 +31,15 @@ def _back(lang: str, to: str) -> list[InlineKeyboardButton]:
 def models_keyboard(lang: str) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(inline_keyboard=[
         [InlineKeyboardButton(text=m.title(lang), callback_data=ModelChoice(key=m.key).pack())]
-        for m in MODELS.values()
+        for m in TEXT_MODELS
+    ])
+
+
+def edit_models_keyboard(count: int, lang: str) -> InlineKeyboardMarkup:
+    """The models that can edit `count` pictures (never Z-Image: it takes no picture)."""
+    return InlineKeyboardMarkup(inline_keyboard=[
+        [InlineKeyboardButton(text=m.title(lang), callback_data=ModelChoice(key=m.key).pack())]
+        for m in edit_models_for(count)
     ])
 
 
@@ -56,13 +64,14 @@ def ratios_keyboard(model: ImageModel, lang: str) -> InlineKeyboardMarkup:
 
 
 def result_keyboard(job_id: str, lang: str) -> InlineKeyboardMarkup:
-    """Under a delivered picture: Again / New prompt / Other ratio / Original."""
+    """Under a delivered picture: Again / New prompt / Other ratio / Original / Edit this picture."""
     def button(key: str, action: str) -> InlineKeyboardButton:
         return InlineKeyboardButton(text=t(key, lang), callback_data=ResultAction(action=action, job=job_id).pack())
 
     return InlineKeyboardMarkup(inline_keyboard=[
         [button("button.again", "again"), button("button.new_prompt", "prompt")],
         [button("button.other_ratio", "ratio"), button("button.original", "orig")],
+        [button("button.edit_result", "edit")],
     ])
 
 

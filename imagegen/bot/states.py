@@ -1,4 +1,7 @@
-"""The conversation's states: model → prompt → extra options (if the model has any) → ratio."""
+"""The conversation's states: model → prompt → extra options (if the model has any) → ratio.
+
+An edit (issue 16): pictures (collecting_images, until a description comes) → edit model → the same
+options and ratio steps."""
 
 from aiogram.fsm.state import State, StatesGroup
 
@@ -8,3 +11,5 @@ class Flow(StatesGroup):
     writing_prompt = State()
     choosing_option = State()
     choosing_ratio = State()
+    collecting_images = State()  # an edit's pictures are in; waiting for the description
+    choosing_edit_model = State()

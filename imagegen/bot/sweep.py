@@ -25,6 +25,7 @@ from imagegen.outcomes import status_text
 from imagegen.logs import log_event
 from imagegen.redact import redact
 from imagegen.settings import Settings
+from imagegen.uploads import images_from_job
 
 log = logging.getLogger("imagegen.bot")
 SWEEP_EVERY_SECONDS = 30.0
@@ -38,6 +39,7 @@ def input_for(job: dict, settings: Settings) -> GenerationInput:
         job_id=job["id"], user_id=job["user_id"], chat_id=job["chat_id"], model=job["model"], prompt=job["prompt"],
         aspect_ratio=job["aspect_ratio"], status_message_id=job["status_message_id"],
         lang=normalize(job.get("lang")), options=json.loads(job["options"]) if job.get("options") else {},
+        images=images_from_job(job),  # an edit's pictures (issue 16)
         **deployment_fields(settings),
     )
 

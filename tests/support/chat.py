@@ -65,3 +65,13 @@ async def press_and_wait(stack, chat: int, label: str, shows: str, timeout: floa
         return rec is not None and (rec.get("text") or "").startswith(shows)
     await stack.tg.wait_for(shown, timeout=timeout)
     return message_id
+
+
+async def send_photo_to_edit(stack, chat: int, caption: str | None, *presses: str, image: bytes | None = None,
+                             lang: str | None = "ru", timeout: float = 15.0) -> list[int]:
+    """A user whose client speaks `lang` sends a photo (`image`, default a made-up PNG) with `caption`,
+    then presses `presses` in turn (e.g. "Nano Banana Edit", "auto"); the bot must be running.
+    Returns the message ids the pressed buttons were on (the last one becomes the status message)."""
+    stack.tg.set_user_language(chat, lang)
+    stack.tg.user_send_photo(chat, caption=caption, image=image)
+    return await stack.tg.user_presses(chat, *presses, timeout=timeout)

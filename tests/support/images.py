@@ -12,8 +12,9 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def make_png(width: int = 64, height: int = 64, seed: int = 0) -> bytes:
-    """A valid RGB PNG with a seed-dependent colour gradient (different seeds -> different bytes)."""
+def make_png(width: int = 64, height: int = 64, seed: int = 0, text: str | None = None) -> bytes:
+    """A valid RGB PNG with a seed-dependent colour gradient (different seeds -> different bytes);
+    `text` goes into a tEXt chunk (keyword "Comment"; read it back with png_text)."""
     r0, g0, b0 = (seed * 67) % 256, (seed * 131 + 85) % 256, (seed * 29 + 170) % 256
     rows = []
     for y in range(height):
@@ -24,7 +25,34 @@ def make_png(width: int = 64, height: int = 64, seed: int = 0) -> bytes:
                           (b0 + (x + y) * 4) % 256))
         rows.append(bytes(row))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return PNG_MAGIC + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(b"".join(rows))) + _chunk(b"IEND", b"")
+    extra = _chunk(b"tEXt", b"Comment\x00" + text.encode("latin-1")) if text else b""
+    return (PNG_MAGIC + _chunk(b"IHDR", ihdr) + extra + _chunk(b"IDAT", zlib.compress(b"".join(rows)))
+            + _chunk(b"IEND", b""))
+
+
+def png_text(data: bytes) -> str | None:
+    """The text of a PNG's "Comment" tEXt chunk (make_png's `text`), else None."""
+    i = len(PNG_MAGIC)
+    while data.startswith(PNG_MAGIC) and i + 8 <= len(data):
+        length, kind = struct.unpack(">I", data[i:i + 4])[0], data[i + 4:i + 8]
+        if kind == b"tEXt":
+            key, _, value = data[i + 8:i + 8 + length].partition(b"\x00")
+            if key == b"Comment":
+                return value.decode("latin-1")
+        i += 12 + length
+    return None
+
+
+def make_jpeg_like(size: int, seed: int = 0) -> bytes:
+    """Bytes that start like a JPEG (what a type check reads) padded to `size` bytes: for size limits."""
+    head = b"\xff\xd8\xff\xe0" + bytes([seed % 256]) * 16
+    return (head + b"\x00" * max(size - len(head), 0))[:max(size, len(head))]
+
+
+def make_webp(seed: int = 0) -> bytes:
+    """A RIFF/WEBP container header with a little payload (sniffed as image/webp)."""
+    payload = b"VP8 " + struct.pack("<I", 10) + bytes([seed % 256]) * 10
+    return b"RIFF" + struct.pack("<I", 4 + len(payload)) + b"WEBP" + payload
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
@@ -50,3 +78,14 @@ def image_size(data: bytes) -> tuple[int, int] | None:
 
 def is_image(data: bytes) -> bool:
     return data.startswith(PNG_MAGIC) or data.startswith(b"\xff\xd8\xff")
+
+
+def image_type(data: bytes) -> str | None:
+    """The MIME type of JPEG, PNG or WebP bytes, else None."""
+    if data.startswith(PNG_MAGIC):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data.startswith(b"RIFF") and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None

@@ -1,8 +1,18 @@
 """In-process simulator of Kie.ai's Market jobs API, for tests and demos.
 
-Models: "z-image", "seedream/4.5-text-to-image", "google/nano-banana", each with its input checked as
-Kie's model page documents it (MODEL_SPECS: required fields, prompt length, enums, booleans; an
-unknown input field is refused too, so a field sent under the wrong name is caught).
+Models: "z-image", "seedream/4.5-text-to-image", "google/nano-banana" and the edit models
+"google/nano-banana-edit" and "seedream/4.5-edit", each with its input checked as Kie's model page
+documents it (MODEL_SPECS: required fields, prompt length, enums, booleans, the list of input picture
+URLs and its maximum; an unknown input field is refused too, so a field sent under the wrong name is
+caught). An edit model fetches every input URL at createTask (as Kie does): one it cannot fetch (a wrong
+or expired URL, not a JPEG/PNG/WebP, over 10 MB) is refused with 422 naming the picture. The result of
+an edit is a PNG whose tEXt comment lists the sha256 of its inputs (``inputs=<sha>,<sha>``), and the
+task records the URLs and hashes it used (``task.input_urls``, ``task.input_sha256``).
+
+File upload host (Kie's is separate from the API; here a second port, ``upload_base_url``):
+POST /api/file-stream-upload (multipart ``file``, ``uploadPath``, optional ``fileName``; the same path and
+name replace the earlier file, as Kie documents) answers ``data.downloadUrl``, served at
+GET /files/<token>/<path> until ``upload_ttl`` (3 days) or ``expire_uploads()``.
 
     async with KieSimulator(api_key="k") as kie:      # binds 127.0.0.1:<random port>
         kie.base_url                                   # "http://127.0.0.1:PORT"
@@ -27,8 +37,12 @@ Knobs (plain attributes; task knobs are snapshotted when a task is created):
                          int body code (401, 402, 422, 429, 433, 455, 500, 501, 505) or (http_status, body_dict)
 Per-prompt overrides: "[fail]" fails the task, "[nocallback]" loses the callback, "[slow]" uses delay*10.
 
+  upload_errors: faults for uploads, as create_errors (None: that upload goes through; "lost_answer": the
+                         file is stored, then 502 is answered); upload_delays: seconds each next upload waits
+                         before it is stored (popped front-first; a worker can be killed meanwhile)
 Recorded state: tasks (id -> KieTask), callbacks (list[CallbackAttempt]), record_info_calls (id -> count),
-downloads (id -> count), create_calls (int). Helpers: wait_for_callbacks(n, timeout), wait_done(task_id),
+downloads (id -> count), create_calls (int), uploads (filePath -> SimUpload, the files kept),
+upload_calls (list[UploadCall], every upload request), input_fetches ((url, status) per fetched input). Helpers: wait_for_callbacks(n, timeout), wait_done(task_id),
 make_callback_body(task_id), image_bytes(task_id).
 """
 
@@ -48,7 +62,7 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from .images import make_png
+from .images import image_type, make_png
 
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")
 
@@ -61,6 +75,13 @@ class ModelSpec:
     required: tuple[str, ...] = ("prompt",)
     booleans: tuple[str, ...] = ()
     defaults: dict[str, str] | None = None
+    images: tuple[str, int] | None = None  # (field, max count) of an edit model's input picture URLs
+
+
+NANO_SIZES = ("1:1", "9:16", "16:9", "3:4", "4:3", "3:2", "2:3", "5:4", "4:5", "21:9", "auto")
+SEEDREAM_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16", "2:3", "3:2", "21:9")
+INPUT_MAX_BYTES = 10 * 1024 * 1024  # per input picture, both edit models
+INPUT_TYPES = ("image/jpeg", "image/png", "image/webp")
 
 
 # As Kie documents each model's createTask input (docs.kie.ai, the model pages).
@@ -74,9 +95,18 @@ MODEL_SPECS = {
         required=("prompt", "aspect_ratio", "quality"), booleans=("nsfw_checker",)),
     "google/nano-banana": ModelSpec(
         prompt_max=5000, ratio_field="image_size",
-        enums={"image_size": ("1:1", "9:16", "16:9", "3:4", "4:3", "3:2", "2:3", "5:4", "4:5", "21:9", "auto"),
-               "output_format": ("png", "jpeg")},
+        enums={"image_size": NANO_SIZES, "output_format": ("png", "jpeg")},
         defaults={"image_size": "1:1", "output_format": "png"}),
+    "google/nano-banana-edit": ModelSpec(
+        prompt_max=5000, ratio_field="image_size",
+        enums={"image_size": NANO_SIZES, "output_format": ("png", "jpeg")},
+        required=("prompt", "image_urls"), defaults={"image_size": "1:1", "output_format": "png"},
+        images=("image_urls", 10)),
+    "seedream/4.5-edit": ModelSpec(
+        prompt_max=3000, ratio_field="aspect_ratio",
+        enums={"aspect_ratio": SEEDREAM_RATIOS, "quality": ("basic", "high")},
+        required=("prompt", "image_urls", "aspect_ratio", "quality"), booleans=("nsfw_checker",),
+        images=("image_urls", 14)),
 }
 
 
@@ -101,7 +131,16 @@ def input_problem(model: Any, inp: Any) -> str | None:
     for name in spec.booleans:
         if name in inp and not isinstance(inp[name], bool):
             return f"input.{name} must be a boolean"
-    known = {"prompt", *spec.enums, *spec.booleans}
+    if spec.images is not None:
+        name, most = spec.images
+        urls = inp.get(name)
+        if not isinstance(urls, list) or not urls:
+            return f"input.{name} must be a non-empty list of image URLs"
+        if len(urls) > most:
+            return f"input.{name} accepts at most {most} images"
+        if not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls):
+            return f"input.{name} must contain http(s) URLs"
+    known = {"prompt", *spec.enums, *spec.booleans, *([spec.images[0]] if spec.images else [])}
     unknown = sorted(set(inp) - known)
     if unknown:
         return f"input.{unknown[0]} is not a parameter of this model"
@@ -142,10 +181,31 @@ class KieTask:
     model: str = "z-image"
     updated: float = 0.0
     completed: float | None = None
+    input_urls: list[str] | None = None  # an edit: the picture URLs it used, and their sha256
+    input_sha256: list[str] | None = None
 
     @property
     def done(self) -> bool:
         return self.state in ("success", "fail")
+
+
+@dataclass
+class SimUpload:
+    file_path: str                # uploadPath/fileName
+    data: bytes
+    mime: str
+    url: str                      # the downloadUrl answered
+    uploaded: float               # time.time()
+    writes: int = 1               # how many uploads stored this path (a repeat replaces the file)
+    downloads: int = 0
+
+
+@dataclass
+class UploadCall:
+    file_path: str
+    size: int
+    time: float
+    status: int = 0
 
 
 @dataclass
@@ -186,6 +246,15 @@ class KieSimulator:
         self.public_url: str | None = None
         self.create_errors: list[Any] = []
         self.record_info_errors: list[Any] = []
+        self.upload_errors: list[Any] = []
+        self.upload_delays: list[float] = []
+        self.upload_ttl = 3 * 24 * 3600.0
+        self.upload_port = 0
+        self.uploads: dict[str, SimUpload] = {}
+        self.upload_calls: list[UploadCall] = []
+        self.input_fetches: list[tuple[str, Any]] = []
+        self._upload_token = secrets.token_hex(4)
+        self._upload_runner: web.AppRunner | None = None
         # recorded state
         self.tasks: dict[str, KieTask] = {}
         self.callbacks: list[CallbackAttempt] = []
@@ -202,6 +271,11 @@ class KieSimulator:
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def upload_base_url(self) -> str:
+        """Kie's file upload host (KIE_UPLOAD_BASE): its own port, as Kie's is its own host."""
+        return f"http://{self.host}:{self.upload_port}"
+
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post("/api/v1/jobs/createTask", self._create_task)
@@ -212,6 +286,13 @@ class KieSimulator:
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
+        uploads = web.Application(client_max_size=64 * 1024 * 1024)
+        uploads.router.add_post("/api/file-stream-upload", self._upload)
+        uploads.router.add_get("/files/{token}/{path:.*}", self._uploaded_file)
+        self._upload_runner = web.AppRunner(uploads, access_log=None, shutdown_timeout=0.5)
+        await self._upload_runner.setup()
+        await web.TCPSite(self._upload_runner, self.host, self.upload_port).start()
+        self.upload_port = self._upload_runner.addresses[0][1]
         self._session = ClientSession(timeout=ClientTimeout(total=15))
 
     async def stop(self) -> None:
@@ -222,6 +303,8 @@ class KieSimulator:
             await self._session.close()
         if self._runner:
             await self._runner.cleanup()
+        if self._upload_runner:
+            await self._upload_runner.cleanup()
 
     async def __aenter__(self) -> KieSimulator:
         await self.start()
@@ -245,6 +328,8 @@ class KieSimulator:
         if not queue:
             return None
         f = queue.pop(0)
+        if f is None:  # this request goes through
+            return None
         if isinstance(f, int):
             return self._error(f)
         status, body = f
@@ -262,8 +347,19 @@ class KieSimulator:
         return json.dumps({"resultUrls": [self._result_url(task.task_id)]})
 
     def image_bytes(self, task_id: str) -> bytes:
-        """The exact PNG bytes served for this task."""
-        return make_png(*self.image_size, seed=self.tasks[task_id].seed)
+        """The exact PNG bytes served for this task (an edit's carry its inputs' sha256 in a tEXt chunk)."""
+        task = self.tasks[task_id]
+        text = f"inputs={','.join(task.input_sha256)}" if task.input_sha256 else None
+        return make_png(*self.image_size, seed=task.seed, text=text)
+
+    def expire_uploads(self) -> None:
+        """Every file uploaded so far is past Kie's 3 days: its URL answers 404 from now on."""
+        for up in self.uploads.values():
+            up.uploaded -= self.upload_ttl + 1
+
+    def upload_writes(self) -> dict[str, int]:
+        """filePath -> how many uploads stored it (more than 1: an upload repeated under its name)."""
+        return {path: up.writes for path, up in self.uploads.items()}
 
     def record_info_data(self, task_id: str) -> dict[str, Any]:
         t = self.tasks[task_id]
@@ -329,6 +425,13 @@ class KieSimulator:
         if (problem := input_problem(body.get("model"), inp)) is not None:
             return self._error(422, problem)
         spec = MODEL_SPECS[body["model"]]
+        inputs: list[tuple[str, str]] = []
+        if spec.images is not None:
+            for i, url in enumerate(inp[spec.images[0]]):
+                data, problem = await self._fetch_input(url)
+                if problem:
+                    return self._error(422, f"{spec.images[0]}[{i}]: {problem}")
+                inputs.append((url, hashlib.sha256(data).hexdigest()))
         prompt = inp["prompt"]
         ratio = inp.get(spec.ratio_field) or (spec.defaults or {}).get(spec.ratio_field, "")
         cb = body.get("callBackUrl")
@@ -347,6 +450,7 @@ class KieSimulator:
             duplicate_spacing=self.duplicate_spacing, callback_delay=self.callback_delay,
             callback_retries=self.callback_retries, callback_shape=self.callback_shape,
             seed=self._counter, updated=now, model=body["model"],
+            input_urls=[u for u, _ in inputs] or None, input_sha256=[h for _, h in inputs] or None,
         )
         self.tasks[task_id] = task
         if self.callback_before_create_response:
@@ -403,6 +507,78 @@ class KieSimulator:
             if rec.ok:
                 return
             await asyncio.sleep(self.callback_retry_delay)
+
+    async def _fetch_input(self, url: str) -> tuple[bytes, str]:
+        """Fetch one input picture as Kie does: (bytes, "") or (b"", why it cannot be used)."""
+        assert self._session is not None
+        try:
+            async with self._session.get(url, timeout=ClientTimeout(total=10)) as resp:
+                self.input_fetches.append((url, resp.status))
+                if resp.status != 200:
+                    return b"", f"failed to download the image (HTTP {resp.status})"
+                data = b""
+                async for chunk in resp.content.iter_chunked(65536):
+                    data += chunk
+                    if len(data) > INPUT_MAX_BYTES:
+                        break
+        except Exception as e:  # noqa: BLE001 - unreachable host, bad URL, timeout
+            self.input_fetches.append((url, f"{type(e).__name__}"))
+            return b"", f"failed to download the image ({type(e).__name__})"
+        if len(data) > INPUT_MAX_BYTES:
+            return b"", "the image exceeds 10MB"
+        if image_type(data) not in INPUT_TYPES:
+            return b"", "unsupported image format (jpeg, png, webp)"
+        return data, ""
+
+    # ------------------------------------------------------------------ the upload host
+    async def _upload(self, request: web.Request) -> web.Response:
+        call = UploadCall("", 0, time.time())
+        self.upload_calls.append(call)
+        if not self._authorized(request):
+            call.status = 401
+            return web.json_response({"success": False, "code": 401, "msg": ERROR_MSGS[401]}, status=401)
+        lose_answer = bool(self.upload_errors) and self.upload_errors[0] == "lost_answer"
+        if lose_answer:
+            self.upload_errors.pop(0)
+        elif (fault := self._fault(self.upload_errors)) is not None:
+            call.status = fault.status
+            return fault
+        try:
+            form = await request.post()
+        except ValueError:
+            call.status = 400
+            return web.json_response({"success": False, "code": 400, "msg": "multipart body required"}, status=400)
+        file, path = form.get("file"), str(form.get("uploadPath") or "").strip("/")
+        if not isinstance(file, web.FileField) or not path:
+            call.status = 400
+            return web.json_response({"success": False, "code": 400, "msg": "file and uploadPath are required"},
+                                     status=400)
+        data = file.file.read()
+        name = str(form.get("fileName") or "") or f"{secrets.token_hex(8)}-{file.filename or 'file'}"
+        file_path = f"{path}/{name}"
+        call.file_path, call.size = file_path, len(data)
+        if self.upload_delays:
+            await asyncio.sleep(self.upload_delays.pop(0))
+        mime = image_type(data) or file.content_type or "application/octet-stream"
+        url = f"{self.upload_base_url}/files/{self._upload_token}/{file_path}"
+        now = time.time()
+        earlier = self.uploads.get(file_path)
+        self.uploads[file_path] = SimUpload(file_path, data, mime, url, now, writes=(earlier.writes + 1) if earlier else 1)
+        if lose_answer:  # stored, but the client never learns it (a proxy's 502, a crash of the caller)
+            call.status = 502
+            return web.Response(status=502, text="Bad Gateway")
+        call.status = 200
+        return web.json_response({"success": True, "code": 200, "msg": "File uploaded successfully", "data": {
+            "fileName": name, "filePath": file_path, "downloadUrl": url, "fileSize": len(data), "mimeType": mime,
+            "uploadedAt": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now))}})
+
+    async def _uploaded_file(self, request: web.Request) -> web.Response:
+        up = self.uploads.get(request.match_info["path"])
+        if (request.match_info["token"] != self._upload_token or up is None
+                or time.time() - up.uploaded > self.upload_ttl):
+            return web.Response(status=404, text="Not Found")
+        up.downloads += 1
+        return web.Response(body=up.data, content_type=up.mime)
 
     async def _record_info(self, request: web.Request) -> web.Response:
         task_id = request.query.get("taskId", "")

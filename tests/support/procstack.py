@@ -227,6 +227,7 @@ class ProcStack:
             "TELEGRAM_API_BASE": self.tg.base_url,
             "KIE_API_KEY": self.kie.api_key,
             "KIE_API_BASE": self.kie.base_url,
+            "KIE_UPLOAD_BASE": self.kie.upload_base_url,
             "PUBLIC_BASE_URL": self.balancer.base_url,
             "CALLBACK_SECRET": self.callback_secret,
             "HTTP_HOST": "127.0.0.1",

@@ -16,13 +16,14 @@ from temporalio.worker import Worker
 from activities.generation import GenerationActivities
 from imagegen.bot.app import build_dispatcher, poll_until_cancelled, start_http
 from imagegen.bot.callback_api import build_http_app
-from imagegen.contracts import GenerationInput
+from imagegen.contracts import GenerationInput, InputImage, workflow_id_for
 from imagegen.launch import start_generation
 from imagegen.delivery import create_bot
 from imagegen.jobs import JobRepository
 from imagegen.kie import KieClient
 from imagegen.ratelimits import RateLimit
 from imagegen.settings import Settings
+from imagegen.uploads import input_records
 from tests.support.kie_sim import KieSimulator
 from tests.support.services import free_port
 from tests.support.telegram_sim import TelegramSimulator
@@ -41,6 +42,38 @@ async def start_generation_workflow(client: Client, bot, task_queue: str, poll_s
     inp = GenerationInput(job_id=job_id, user_id=chat_id, chat_id=chat_id, model="zimage", prompt=prompt,
                           aspect_ratio=ratio, status_message_id=status.message_id,
                           poll_schedule=[[u, i] for u, i in poll_schedule], direct_kinds=list(direct_kinds or []))
+    handle = await start_generation(client, inp, task_queue=task_queue)
+    return handle, job_id, chat_id
+
+
+def user_pictures(tg: TelegramSimulator, chat_id: int, pictures: list[bytes]) -> list[InputImage]:
+    """A scripted user sends each picture as a photo; the InputImages the bot would take (the largest size)."""
+    images = []
+    for data in pictures:
+        tg.user_send_photo(chat_id, image=data)
+        full = tg.updates[-1]["message"]["photo"][-1]
+        images.append(InputImage(file_id=full["file_id"], file_unique_id=full["file_unique_id"],
+                                 size=full["file_size"]))
+    return images
+
+
+async def start_edit_workflow(client: Client, bot, repo: JobRepository, task_queue: str, poll_schedule, *,
+                              images: list[InputImage], prompt: str, model: str = "nanobanana_edit",
+                              ratio: str = "auto", options: dict[str, str] | None = None,
+                              chat_id: int | None = None, job_id: str | None = None,
+                              direct_kinds: list[str] | None = None) -> tuple[WorkflowHandle, str, int]:
+    """What the bot does when an edit's ratio is tapped, minus the conversation: the job row with its
+    input pictures (the bot's admission), a status message, then the workflow."""
+    chat_id = chat_id or int(uuid.uuid4().int % 10**9) + 1000
+    job_id = job_id or uuid.uuid4().hex[:16]
+    status = await bot.send_message(chat_id, "⏳ test status")
+    await repo.create_job(job_id=job_id, workflow_id=workflow_id_for(job_id, model), user_id=chat_id, chat_id=chat_id,
+                          model=model, prompt=prompt, aspect_ratio=ratio, status_message_id=status.message_id,
+                          options=options or {}, input_files=input_records(images))
+    inp = GenerationInput(job_id=job_id, user_id=chat_id, chat_id=chat_id, model=model, prompt=prompt,
+                          aspect_ratio=ratio, status_message_id=status.message_id, options=dict(options or {}),
+                          poll_schedule=[[u, i] for u, i in poll_schedule], direct_kinds=list(direct_kinds or []),
+                          images=list(images))
     handle = await start_generation(client, inp, task_queue=task_queue)
     return handle, job_id, chat_id
 
@@ -70,6 +103,7 @@ class Stack:
             callback_secret="test-callback-secret",
             telegram_api_base=self.tg.base_url,
             kie_api_base=self.kie.base_url,
+            kie_upload_base=self.kie.upload_base_url,
             http_host="127.0.0.1",
             http_port=self.http_port,
             database_url=self.dsn,
@@ -111,6 +145,7 @@ class Stack:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
+        await self.activities.close()
         await self.kie_client.close()
         await self.bot.session.close()
         await self.tg.stop()
@@ -124,6 +159,16 @@ class Stack:
         return await start_generation_workflow(self.client, self.bot, self.task_queue, self.poll_schedule,
                                                prompt=prompt, ratio=ratio, chat_id=chat_id, job_id=job_id,
                                                direct_kinds=direct_kinds)
+
+    async def start_edit(self, pictures: list[bytes] | None = None, prompt: str = "make it winter", *,
+                         images: list[InputImage] | None = None, chat_id: int | None = None,
+                         **kwargs: Any) -> tuple[WorkflowHandle, str, int]:
+        """An edit as the bot starts it: the user's `pictures` (sent as photos) or given `images`."""
+        chat_id = chat_id or int(uuid.uuid4().int % 10**9) + 1000
+        if images is None:
+            images = user_pictures(self.tg, chat_id, pictures or [])
+        return await start_edit_workflow(self.client, self.bot, self.repo, self.task_queue, self.poll_schedule,
+                                         images=images, prompt=prompt, chat_id=chat_id, **kwargs)
 
     def photos_for(self, chat_id: int) -> list:
         return [p for p in self.tg.photos if p.chat_id == chat_id]

@@ -20,7 +20,13 @@ chat_actions, deleted_messages, webhook_url, commands (the default list), comman
 -> list), get_updates_calls, get_updates_conflicts, url_fetches.
 Faults: fail_next(method, code, description, retry_after=, times=, hang=), delay_next(method, seconds, times=),
 block_user(chat_id). Users: set_user_language(user_id, code or None: a client that sends none).
-Group chats have negative ids (user_send_text(-100…, text, user_id=…)). Scripted user: user_send_text, user_send_command, user_send_photo, user_press_button.
+Group chats have negative ids (user_send_text(-100…, text, user_id=…)). Scripted user: user_send_text,
+user_send_command, user_send_photo (a photo with a caption, its bytes given or made up; the update carries a
+thumbnail and the full size, as Telegram's does), user_send_album (one media_group_id, the caption on one
+item), user_send_document, user_send_sticker, user_send_animation, user_press_button, and
+``await user_presses(chat, "label", …)`` (waits for each button in turn and presses it). What the user sent
+is in user_files (bytes by file_id); getFile answers 400 "file is too big" over 20 MB (``getfile_max_bytes``),
+and {base}/file/bot{token}/{file_path} serves the bytes (file_downloads lists the paths fetched).
 Queries: calls_of, messages, last_message, inline_buttons, find_button, wait_for, dump.
 """
 
@@ -38,7 +44,7 @@ from typing import Any, Callable
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, web
 
-from .images import image_size, is_image, make_png
+from .images import image_size, image_type, is_image, make_png
 
 BOT_USERNAME = "zimage_test_bot"
 NOT_MODIFIED = ("Bad Request: message is not modified: specified new message content and reply markup are "
@@ -120,6 +126,9 @@ class TelegramSimulator:
         self._chats: dict[int, dict[int, dict[str, Any]]] = {}
         self._last_mid: dict[int, int] = {}
         self._files: dict[str, dict[str, Any]] = {}
+        self.getfile_max_bytes = 20 * 1024 * 1024  # the Bot API's download limit
+        self.user_files: dict[str, bytes] = {}  # file_id -> bytes of what a scripted user sent
+        self.file_downloads: list[str] = []  # file paths fetched through /file/bot<token>/…
         self._queries: dict[str, dict[str, Any]] = {}
         self._runner: web.AppRunner | None = None
         self._session: ClientSession | None = None
@@ -240,6 +249,7 @@ class TelegramSimulator:
             return web.json_response(TgError(401, "Unauthorized").body(), status=401)
         for f in self._files.values():
             if f["file_path"] == request.match_info["path"]:
+                self.file_downloads.append(f["file_path"])
                 return web.Response(body=f["data"], content_type="application/octet-stream")
         return web.json_response(TgError(404, "Not Found").body(), status=404)
 
@@ -276,25 +286,34 @@ class TelegramSimulator:
         mid = self._last_mid[chat_id] = self._last_mid.get(chat_id, 0) + 1  # never reused, even after a delete
         rec = {"message_id": mid, "chat_id": chat_id, "from_id": from_id, "date": int(time.time()),
                "edit_date": None, "kind": "text", "text": None, "caption": None, "reply_markup": None,
-               "photo": None, "entities": None, "document": None, "sha256": None} | fields
+               "photo": None, "entities": None, "document": None, "sha256": None, "media_group_id": None,
+               "sticker": None, "animation": None} | fields
         chat[mid] = rec
         return rec
 
     def _message_json(self, rec: dict[str, Any]) -> dict[str, Any]:
         m = {"message_id": rec["message_id"], "date": rec["date"], "chat": self._chat(rec["chat_id"]),
              "from": self.bot_user if rec["from_id"] is None else self._user(rec["from_id"])}
-        for k in ("edit_date", "text", "caption", "photo", "entities", "document"):
+        for k in ("edit_date", "text", "caption", "photo", "entities", "document", "media_group_id", "sticker",
+                  "animation"):
             if rec[k] is not None:
                 m[k] = rec[k]
         if isinstance(rec["reply_markup"], dict) and "inline_keyboard" in rec["reply_markup"]:
             m["reply_markup"] = rec["reply_markup"]
         return m
 
-    def _store_file(self, data: bytes) -> list[dict[str, Any]]:
+    def _store_file(self, data: bytes, folder: str = "photos", ext: str | None = None) -> list[dict[str, Any]]:
         file_id, uid = "AgAC" + secrets.token_urlsafe(24), "AQAD" + secrets.token_hex(6)
-        self._files[file_id] = {"data": data, "unique": uid, "file_path": f"photos/file_{len(self._files)}.png"}
+        ext = ext or {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(image_type(data) or "", "bin")
+        self._files[file_id] = {"data": data, "unique": uid, "file_path": f"{folder}/file_{len(self._files)}.{ext}"}
         w, h = image_size(data) or (1, 1)
         return [{"file_id": file_id, "file_unique_id": uid, "width": w, "height": h, "file_size": len(data)}]
+
+    def _user_file(self, data: bytes, folder: str = "photos", ext: str | None = None) -> dict[str, Any]:
+        """Store a file a scripted user sends; returns its (largest) size entry."""
+        entry = self._store_file(data, folder, ext)[0]
+        self.user_files[entry["file_id"]] = data
+        return entry
 
     @staticmethod
     def _markup(p: dict[str, Any]) -> Any:
@@ -587,6 +606,8 @@ class TelegramSimulator:
         if file_id not in self._files:
             raise _bad("invalid file_id")
         e = self._files[file_id]
+        if len(e["data"]) > self.getfile_max_bytes:
+            raise _bad("file is too big")
         return {"file_id": file_id, "file_unique_id": e["unique"], "file_size": len(e["data"]),
                 "file_path": e["file_path"]}
 
@@ -612,10 +633,78 @@ class TelegramSimulator:
     def user_send_command(self, chat_id: int, command: str = "/start", user_id: int | None = None) -> int:
         return self.user_send_text(chat_id, command if command.startswith("/") else "/" + command, user_id)
 
-    def user_send_photo(self, chat_id: int, caption: str | None = None, user_id: int | None = None) -> int:
-        rec = self._new_message(chat_id, user_id or chat_id, kind="photo", caption=caption,
-                                photo=self._store_file(make_png(32, 32, seed=len(self._files))))
+    def user_send_photo(self, chat_id: int, caption: str | None = None, user_id: int | None = None, *,
+                        image: bytes | None = None, media_group_id: str | None = None, date: int | None = None,
+                        file_size: int | None = None) -> int:
+        """Queue a photo message (with `caption`, if any) from the user; returns its update_id. The update
+        lists a small thumbnail, then the full picture (`image`, default a made-up PNG), as Telegram does;
+        `file_size` overrides the size the update announces for it (a client that lies)."""
+        data = image if image is not None else make_png(32, 32, seed=len(self._files) + 1)
+        thumb = self._store_file(make_png(4, 4, seed=len(self._files) + 101))[0]
+        full = self._user_file(data)
+        if file_size is not None:
+            full = {**full, "file_size": file_size}
+        rec = self._new_message(chat_id, user_id or chat_id, kind="photo", caption=caption, photo=[thumb, full],
+                                media_group_id=media_group_id, date=int(time.time()) if date is None else date)
         return self._push("message", self._message_json(rec))
+
+    def user_send_album(self, chat_id: int, images: list[bytes] | int, caption: str | None = None, *,
+                        caption_index: int = 0, user_id: int | None = None) -> list[int]:
+        """Queue an album: one photo message per picture, all with one media_group_id, the caption on the
+        item `caption_index` (Telegram sends them as separate updates, back to back)."""
+        pictures = [make_png(24, 24, seed=len(self._files) + i + 1) for i in range(images)] \
+            if isinstance(images, int) else list(images)
+        group = str(secrets.randbits(60))
+        return [self.user_send_photo(chat_id, caption if i == caption_index else None, user_id, image=data,
+                                     media_group_id=group) for i, data in enumerate(pictures)]
+
+    def user_send_document(self, chat_id: int, data: bytes, file_name: str = "file.bin",
+                           mime_type: str | None = "application/octet-stream", caption: str | None = None, *,
+                           user_id: int | None = None, file_size: int | None = None) -> int:
+        """Queue a document (a file sent "as a file": an uncompressed picture, a PDF…)."""
+        entry = self._user_file(data, "documents", file_name.rsplit(".", 1)[-1] if "." in file_name else "bin")
+        document = {"file_id": entry["file_id"], "file_unique_id": entry["file_unique_id"], "file_name": file_name,
+                    "file_size": len(data) if file_size is None else file_size}
+        if mime_type:
+            document["mime_type"] = mime_type
+        rec = self._new_message(chat_id, user_id or chat_id, kind="document", caption=caption, document=document)
+        return self._push("message", self._message_json(rec))
+
+    def user_send_sticker(self, chat_id: int, *, animated: bool = True, video: bool = False,
+                          user_id: int | None = None) -> int:
+        """Queue a sticker (animated .tgs by default; `video` for .webm; neither: a static .webp)."""
+        ext = "tgs" if animated else "webm" if video else "webp"
+        entry = self._user_file(b"\x1f\x8b sticker" if animated else b"\x1aE\xdf\xa3 webm" if video else
+                                b"RIFF\x10\x00\x00\x00WEBPVP8 ", "stickers", ext)
+        sticker = {"file_id": entry["file_id"], "file_unique_id": entry["file_unique_id"], "type": "regular",
+                   "width": 512, "height": 512, "is_animated": animated, "is_video": video, "emoji": "😀"}
+        rec = self._new_message(chat_id, user_id or chat_id, kind="sticker", sticker=sticker)
+        return self._push("message", self._message_json(rec))
+
+    def user_send_animation(self, chat_id: int, caption: str | None = None, *, user_id: int | None = None) -> int:
+        """Queue an animation (a GIF, which Telegram sends as an MP4 animation, with a document twin)."""
+        entry = self._user_file(b"\x00\x00\x00\x18ftypmp42 gif", "animations", "mp4")
+        animation = {"file_id": entry["file_id"], "file_unique_id": entry["file_unique_id"], "width": 64,
+                     "height": 64, "duration": 1, "mime_type": "video/mp4", "file_name": "a.gif.mp4"}
+        rec = self._new_message(chat_id, user_id or chat_id, kind="animation", caption=caption, animation=animation,
+                                document=dict(animation))
+        return self._push("message", self._message_json(rec))
+
+    async def user_presses(self, chat_id: int, *labels: str, timeout: float = 15.0,
+                           user_id: int | None = None) -> list[int]:
+        """The scripted user waits for each button (`label`: part of its text, newest message first) and
+        presses it, in turn; returns the message ids the buttons were on."""
+        pressed = []
+        for label in labels:
+            def found():
+                try:
+                    return self.find_button(chat_id, label)
+                except LookupError:
+                    return None
+            message_id, data = await self.wait_for(found, timeout=timeout)
+            self.user_press_button(chat_id, message_id, data, user_id)
+            pressed.append(message_id)
+        return pressed
 
     def user_press_button(self, chat_id: int, message_id: int, data: str, user_id: int | None = None) -> str:
         """Queue a callback_query for the bot message; returns the callback_query_id."""

@@ -15,7 +15,7 @@ from imagegen.bot.states import Flow
 from imagegen.i18n import t
 from imagegen.jobs import JobRepository
 from imagegen.logs import log_event
-from imagegen.models import MODELS
+from imagegen.models import EDIT_MODELS, TEXT_MODELS
 from imagegen.redact import redact
 from imagegen.settings import Settings
 
@@ -28,7 +28,8 @@ async def on_start(message: Message, state: FSMContext, lang: str = "ru") -> Non
 
 async def on_help(message: Message, lang: str = "ru", settings: Settings | None = None) -> None:
     await message.answer(t(
-        "help", models=", ".join(m.title(lang) for m in MODELS.values()),
+        "help", models=", ".join(m.title(lang) for m in TEXT_MODELS),
+        edit_models=", ".join(f"{m.title(lang)} (≤ {m.images.max_count})" for m in EDIT_MODELS),
         active=settings.user_max_active if settings else 2, per_minute=settings.user_max_per_minute if settings else 5,
     ))
 

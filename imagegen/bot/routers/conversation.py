@@ -15,6 +15,7 @@ from temporalio.client import Client
 from imagegen.bot.callback_data import Back, ModelChoice, OptionChoice, RatioChoice
 from imagegen.bot.generation import Request, edit_text, submit
 from imagegen.bot.keyboards import back_keyboard, models_keyboard, option_keyboard, ratios_keyboard
+from imagegen.bot.pictures import images_from_data
 from imagegen.bot.prompts import looks_split, prompt_problem, too_long, within_window
 from imagegen.bot.states import Flow
 from imagegen.i18n import t
@@ -72,7 +73,8 @@ async def on_text(message: Message, state: FSMContext, lang: str = "ru") -> None
     if await state.get_state() != Flow.writing_prompt.state and looks_split(data.get("prompt_chars"), data.get("prompt_at"), now):
         # The accepted prompt was the first part of a split message: neither part is used.
         await state.set_state(Flow.writing_prompt)
-        await state.set_data({"model": model.key, "options": data.get("options") or {}, "refused_at": now})
+        await state.set_data({"model": model.key, "options": data.get("options") or {}, "refused_at": now,
+                              **({"images": data["images"]} if data.get("images") else {})})  # an edit's pictures
         await message.answer(t("prompt.split", limit=limit))
         return
     if within_window(data.get("refused_at"), now):  # the rest of a message refused as too long
@@ -120,7 +122,12 @@ async def on_ratio(query: CallbackQuery, callback_data: RatioChoice, state: FSMC
     if model is None or not prompt or ratio not in model.aspect_ratios or not isinstance(query.message, Message):
         await _stale(query)
         return
-    req = Request(model=model, prompt=prompt, ratio=ratio, lang=lang, options=data.get("options") or {})
+    images = images_from_data(data)
+    if model.edits != bool(images):  # an edit model needs its pictures, a text model takes none
+        await _stale(query)
+        return
+    req = Request(model=model, prompt=prompt, ratio=ratio, lang=lang, options=data.get("options") or {},
+                  images=images)
     if await submit(query, query.message, req, temporal=temporal, settings=settings, jobs=jobs):
         await state.clear()
 

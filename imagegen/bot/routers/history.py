@@ -10,7 +10,7 @@ from imagegen.bot.callback_data import HistoryResend
 from imagegen.bot.keyboards import history_keyboard
 from imagegen.bot.resend import resend_result
 from imagegen.i18n import t
-from imagegen.jobs import JobRepository
+from imagegen.jobs import JobRepository, job_input_files
 from imagegen.models import get_model
 from imagegen.settings import Settings
 
@@ -31,12 +31,18 @@ def model_title(key: str, lang: str) -> str:
     return model.title(lang) if model else key
 
 
+def pictures_mark(job: dict) -> str:
+    """" · 📎3" for an edit of three pictures, "" for a text-to-image job."""
+    count = len(job_input_files(job))
+    return f" · 📎{count}" if count else ""
+
+
 def history_text(jobs: list[dict], lang: str) -> str:
     """At most HISTORY_SIZE short entries: well under Telegram's 4096 characters."""
     lines = [t("history.title", lang)]
     for n, job in enumerate(jobs, 1):
         lines.append(t("history.line", lang, n=n, when=job["created_at"].strftime("%d.%m %H:%M"),
-                       model=model_title(job["model"], lang), ratio=job["aspect_ratio"],
+                       model=model_title(job["model"], lang) + pictures_mark(job), ratio=job["aspect_ratio"],
                        outcome=t(OUTCOME_KEYS.get(job["state"], "outcome.running"), lang),
                        prompt=excerpt(job["prompt"])))
     if any(job["result_urls"] for job in jobs):
