@@ -4,7 +4,8 @@ Starts: PostgreSQL (embedded, unless DATABASE_URL is set), the Temporal dev serv
 the Kie.ai and Telegram Bot API simulators (in this process), then the real `worker.py` and `bot.py`
 as subprocesses configured only through their environment (each with its internal health and
 metrics ports). A scripted user talks to the bot through the Telegram simulator: /start → Z-Image →
-prompt → 16:9. Prints the whole conversation (every message and edit, numbered, in order), the log
+prompt → 16:9, then sends their own photo with a caption and edits it with Nano Banana Edit
+(the picture goes through Telegram's getFile and Kie's file upload). Prints the whole conversation (every message and edit, numbered, in order), the log
 chain in the order it was written, where to look (Temporal frontend address, a ready
 `temporal workflow list` line, the UI link, the health and metrics URLs) and a last line
 `demo: delivered=N duplicates=N status=... workflow=...`.
@@ -40,7 +41,8 @@ from tests.support.telegram_sim import TelegramSimulator
 ROOT = Path(__file__).resolve().parent.parent
 CHAT_ID = 424242
 PROMPT = "a lighthouse on a cliff at dusk, oil painting"
-CHAIN = ("JOB_SUBMITTED", "JOB_CREATED", "CALLBACK_RECEIVED", "CALLBACK_PARSED", "CALLBACK_SIGNALLED", "POLL_TICK",
+EDIT_CAPTION = "сделай закат над морем"
+CHAIN = ("JOB_SUBMITTED", "INPUT_UPLOADED", "INPUTS_UPLOADED", "JOB_CREATED", "CALLBACK_RECEIVED", "CALLBACK_PARSED", "CALLBACK_SIGNALLED", "POLL_TICK",
          "DELIVER_LOCK_WIN", "DELIVER_LOCK_SKIP", "DELIVER_START", "DELIVER_OK", "MARK_DELIVERED", "FINISHED")
 
 
@@ -205,6 +207,7 @@ class Demo:
             "DATABASE_URL": dsn,
             "TEMPORAL_ADDRESS": self.temporal.address,
             "TEMPORAL_TASK_QUEUE": "image-generation-demo",
+            "KIE_UPLOAD_BASE": kie.upload_base_url,
             "POLL_SCHEDULE": "30:3,120:8,900:20",
             "ALLOW_PRIVATE_URLS": "1",  # the simulators live on 127.0.0.1
         }
@@ -214,6 +217,7 @@ class Demo:
         try:
             await asyncio.to_thread(wait_for_port, http_port, 60)
             job_id, wf_id, result = await self.play_user(tg, kie, client)
+            edit_wf, edit_result = await self.play_edit(tg, kie, client)
         finally:
             await asyncio.sleep(0.3)
         photos = [p for p in tg.photos if p.chat_id == CHAT_ID]
@@ -222,6 +226,7 @@ class Demo:
         for line in conversation(tg, self.user_lines, CHAT_ID):
             print("   ", line)
         self.print_chain(job_id, logs)
+        self.print_chain(edit_wf.rsplit("-", 1)[-1] if edit_wf else None, logs)
         keep = bool(os.environ.get("DEMO_KEEP"))
         address = self.temporal.address
         print()
@@ -235,6 +240,8 @@ class Demo:
         for line in (listed.stdout or listed.stderr).strip().splitlines()[:5]:
             print("   ", line)
         say(f"Temporal UI: {ui}/namespaces/default/workflows/{wf_id}")
+        if edit_wf:
+            say(f"Temporal UI (the edit): {ui}/namespaces/default/workflows/{edit_wf}")
         for name in ("worker", "bot"):
             health = f"http://127.0.0.1:{ports[name]['HEALTH_PORT']}/status"
             metrics_url = f"http://127.0.0.1:{ports[name]['METRICS_PORT']}/metrics"
@@ -253,8 +260,11 @@ class Demo:
         await tg.stop()
         await kie.stop()
         status = result.outcome if result else "unfinished"
-        print(f"demo: delivered={len(photos)} duplicates={max(0, len(photos) - 1)} status={status} workflow={wf_id}")
-        return 0 if status == "done" and len(photos) == 1 else 1
+        edit_status = edit_result.outcome if edit_result else "unfinished"
+        # one picture per request: the generation's and the edit's
+        print(f"demo: edit workflow={edit_wf} status={edit_status}")
+        print(f"demo: delivered={len(photos)} duplicates={max(0, len(photos) - 2)} status={status} workflow={wf_id}")
+        return 0 if status == "done" and edit_status == "done" and len(photos) == 2 else 1
 
     async def play_user(self, tg: TelegramSimulator, kie: KieSimulator, client: Client):
         def button(label: str):
@@ -286,6 +296,23 @@ class Demo:
         result = await asyncio.wait_for(handle.result(), 120)
         await tg.wait_for(lambda: bot_said("✅"), timeout=15)
         return job_id, wf_id, result
+
+    async def play_edit(self, tg: TelegramSimulator, kie: KieSimulator, client: Client):
+        """The same user sends their own photo with a caption and edits it with Nano Banana Edit."""
+        from tests.support.images import make_png
+
+        before = set(kie.tasks)
+        self.user(f"sends a photo with the caption «{EDIT_CAPTION}»")
+        tg.user_send_photo(CHAT_ID, caption=EDIT_CAPTION, image=make_png(64, 48, seed=7))
+        for label in ("Nano Banana Edit", "auto"):
+            (msg_id,) = await tg.user_presses(CHAT_ID, label, timeout=30)
+            self.user(f"taps «{label}» under #{msg_id}")
+        task = await tg.wait_for(lambda: next((t for k, t in kie.tasks.items() if k not in before), None), timeout=60)
+        wf_id = parse_qs(urlparse(task.callback_url).query)["wf"][0]
+        say(f"bot started workflow {wf_id}; Kie task {task.task_id} with {len(task.body['input'].get('image_urls', []))}"
+            f" uploaded picture(s)")
+        result = await asyncio.wait_for(client.get_workflow_handle(wf_id, result_type=GenerationResult).result(), 120)
+        return wf_id, result
 
     def print_chain(self, job_id: str | None, logs: list[Path]) -> None:
         if not job_id:
