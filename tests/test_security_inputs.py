@@ -316,8 +316,14 @@ async def test_kie_error_text_echoing_the_api_key_is_redacted_from_the_activity_
     job_id = uuid.uuid4().hex[:16]
     inp = CreateTaskInput(job_id=job_id, workflow_id=f"zimage-{job_id}", user_id=1, chat_id=1, model="zimage",
                           prompt="p", aspect_ratio="1:1", status_message_id=None)
+    import dataclasses
+    from datetime import datetime, timedelta, timezone
+
+    env = ActivityEnvironment()  # an attempt that has just started (the call's budget comes from it)
+    env.info = dataclasses.replace(env.info, start_to_close_timeout=timedelta(seconds=60),
+                                   started_time=datetime.now(timezone.utc), heartbeat_details=[])
     with pytest.raises(ApplicationError) as err:
-        await ActivityEnvironment().run(stack.activities.create_task, inp)
+        await env.run(stack.activities.create_task, inp)
     chain, exc = [], err.value
     while exc is not None:
         chain.append(f"{type(exc).__name__}: {exc}")
