@@ -23,6 +23,7 @@ from temporalio.runtime import Runtime  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
 
 from activities.generation import GenerationActivities
+from activities.kie_account import KieAccountActivities
 from activities.retention import RetentionActivities
 from imagegen.delivery import create_bot
 from imagegen.health import Readiness, postgres_check, start_internal_server, temporal_check
@@ -33,11 +34,13 @@ from imagegen.logs import setup_logging
 from imagegen.redact import install as install_redaction
 from imagegen.redact import register_settings
 from imagegen.migrate import apply_migrations
+from imagegen import kie_account
 from imagegen.retention import ensure_schedule
 from imagegen.settings import Settings, SettingsError
 from imagegen.temporal_connect import connect_process
 from workflows.generation import GenerationWorkflow
 from workflows.retention import RetentionWorkflow
+from workflows.kie_account import KieAccountWorkflow
 
 log = logging.getLogger("imagegen.worker")
 # On SIGTERM the worker stops polling for tasks and gives running activities this long to finish
@@ -82,7 +85,7 @@ async def check_search_attributes(client: Client, namespace: str) -> None:
 
 
 def build_workers(client: Client, task_queue: str, acts: GenerationActivities,
-                  workflows: Sequence[type] = (GenerationWorkflow, RetentionWorkflow)) -> list[Worker]:
+                  workflows: Sequence[type] = (GenerationWorkflow, RetentionWorkflow, KieAccountWorkflow)) -> list[Worker]:
     """One Worker per task queue, all in this process: the workflow queue (the generation and
     retention workflows, the retention purge), then one rate-limited activity queue per kind of
     external call (imagegen/ratelimits.py). The server enforces each queue's rate for all worker
@@ -90,7 +93,8 @@ def build_workers(client: Client, task_queue: str, acts: GenerationActivities,
     concurrency = acts.settings.worker_max_concurrent_activities
     # The workflow queue also runs every generation activity: ones scheduled there before the
     # queues were split (running workflows replay fine: the task queue is not part of determinism).
-    workers = [make_worker(client, task_queue, acts.all() + RetentionActivities(acts.repo.pool).all(),
+    workers = [make_worker(client, task_queue, acts.all() + RetentionActivities(acts.repo.pool).all()
+                           + KieAccountActivities(acts.repo.pool, acts.kie).all(),
                            concurrency, workflows=list(workflows))]
     for kind, limit in acts.settings.rate_limits.items():
         # A paced kind waits for its Postgres time slot inside the activity: at most `count` of them
@@ -145,6 +149,9 @@ async def run(settings: Settings, *, runtime: Runtime | None = None) -> None:
         async with activity_resources(settings, dsn) as acts:
             readiness.checks.update(postgres=postgres_check(acts.repo.pool), temporal=temporal_check(client))
             await ensure_schedule(client, settings.temporal_task_queue, settings.retention_days)
+            if settings.kie_balance_every_minutes > 0:
+                await kie_account.ensure_schedule(client, settings.temporal_task_queue,
+                                                  settings.kie_balance_every_minutes, settings.kie_credits_warn_below)
             workers = build_workers(client, settings.temporal_task_queue, acts)
             async with AsyncExitStack() as running:
                 for worker in workers:

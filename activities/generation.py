@@ -7,6 +7,7 @@ settings), all created inside the running loop by worker.py.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from datetime import timedelta
 
@@ -16,8 +17,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from imagegen.callbacks import callback_url
+from imagegen.credits import Ledger
 from imagegen.contracts import (
     CreateTaskInput,
+    CreditsInput,
+    CreditsResult,
     DeliverInput,
     DeliverResult,
     FinishInput,
@@ -107,6 +111,7 @@ class GenerationActivities:
         self.kie = kie
         self.bot = bot
         limit = settings.kie_create_limit
+        self.ledger = Ledger(repo.pool, free_credits=settings.free_credits)
         self.create_pacer = Pacer(repo.pool, ratelimits.KIE_CREATE, limit) if limit.paces(ratelimits.KIE_CREATE) else None
         # An edit's pictures to Kie's upload host (activities/inputs.py); its session is closed by close().
         self.inputs = InputActivities(settings=settings, repo=repo, bot=bot, uploader=uploader or KieUploader(
@@ -115,6 +120,24 @@ class GenerationActivities:
     async def close(self) -> None:
         """Close what this object opened itself (the upload client's session)."""
         await self.inputs.uploader.close()
+
+    @activity.defn(name="credits_reserve")
+    async def credits_reserve(self, inp: CreditsInput) -> CreditsResult:
+        """Reserve the generation's price (imagegen/credits.py; repeated: "already", nothing taken twice)."""
+        r = await self.ledger.reserve(inp.job_id, inp.user_id, inp.price)
+        log_event(inp.job_id, "CREDITS_RESERVE", outcome=r.outcome, price=inp.price, balance=r.balance)
+        return CreditsResult(outcome=r.outcome, balance=r.balance)
+
+    @activity.defn(name="credits_settle")
+    async def credits_settle(self, inp: CreditsInput) -> CreditsResult:
+        """Delivered: capture the reservation; any other ending: release it (the credits go back)."""
+        if inp.outcome == "done":
+            outcome = await self.ledger.capture(inp.job_id)
+        else:
+            outcome = await self.ledger.release(inp.job_id, inp.outcome)
+        log_event(inp.job_id, "CREDITS_CAPTURE" if inp.outcome == "done" else "CREDITS_RELEASE", outcome=outcome,
+                  ending=inp.outcome)
+        return CreditsResult(outcome=outcome)
 
     @activity.defn(name="create_task")
     async def create_task(self, inp: CreateTaskInput) -> str:
@@ -162,6 +185,9 @@ class GenerationActivities:
             log_event(inp.job_id, "JOB_CREATE_FAILED", code=exc.code, retryable=exc.retryable, error=redact(exc.message))
             if not exc.retryable:
                 await self.repo.set_state(inp.job_id, "fail", error=redact(exc))
+                if exc.code == 402:  # Kie is out of credits: the bot admits nothing until a check sees credits
+                    await self.ledger.set_kie_account(out_of_credits=True, reason="createTask answered 402")
+                    log_event(inp.job_id, "KIE_CREDITS_OUT", severity=logging.WARNING, reason="createTask 402")
                 # KieRejected: this request was refused (the user is told why); KieUnusable: the
                 # account is (401 key, 402 credits, 505 feature) — the user sees "unavailable".
                 kind = "KieUnusable" if exc.code in ACCOUNT_CODES else "KieRejected"
@@ -474,7 +500,8 @@ class GenerationActivities:
             raise
 
     def all(self) -> list:
-        return [self.create_task, self.poll_task, self.deliver, self.finish, self.queue_status, *self.inputs.all()]
+        return [self.create_task, self.poll_task, self.deliver, self.finish, self.queue_status, self.credits_reserve,
+                self.credits_settle, *self.inputs.all()]
 
     def for_queue(self, kind: str) -> list:
         """The activities that run on one rate-limited task queue (imagegen/ratelimits.py)."""

@@ -61,8 +61,27 @@ class GenerationInput:
     # start): their activities run on the workflow's own task queue instead of the kind's
     # rate-limited one, so the server hands them to the worker in the same round trip (eager).
     direct_kinds: list[str] = field(default_factory=list)
+    # CREDITS=on: what this generation costs (imagegen/prices.py), reserved before createTask,
+    # captured when delivered, released on any other ending; 0: free (credits off, older payloads).
+    price: int = 0
     # An edit's input pictures (an edit model, imagegen.models): uploaded to Kie first (upload_inputs).
     images: list[InputImage] = field(default_factory=list)
+
+
+@dataclass
+class CreditsInput:
+    """A generation's step in the credit ledger (reserve: `price`; settle: its `outcome`)."""
+
+    job_id: str
+    user_id: int
+    price: int = 0
+    outcome: str = ""
+
+
+@dataclass
+class CreditsResult:
+    outcome: str  # imagegen.credits: reserved / already / insufficient / settled; captured / released / …
+    balance: int = 0
 
 
 @dataclass

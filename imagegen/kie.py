@@ -218,6 +218,16 @@ class KieClient:
             raise KieError(200, "createTask answered without a taskId", retryable=True, http_status=200)
         return task_id
 
+    async def credit(self) -> float:
+        """The account's remaining credits (``GET /api/v1/chat/credit``: ``data`` is the number)."""
+        body = await self._call("GET", "/api/v1/chat/credit")
+        data = body.get("data")
+        if isinstance(data, dict):  # tolerate {"credits": n}
+            data = data.get("credits", data.get("balance"))
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            raise KieError(200, "credit answered without a number", retryable=True, http_status=200)
+        return float(data)
+
     async def record_info(self, task_id: str, *, timeout: float | None = None) -> dict:
         """The raw recordInfo answer; read it with parse_kie_state."""
         return await self._call("GET", "/api/v1/jobs/recordInfo", params={"taskId": task_id}, timeout=timeout)

@@ -33,6 +33,13 @@ def deployment_fields(settings) -> dict:
     return dict(poll_schedule=[[u, i] for u, i in settings.poll_schedule], direct_kinds=settings.direct_kinds)
 
 
+def generation_price(settings, model: str, options: dict[str, str] | None) -> int:
+    """GenerationInput.price: the model's price in credits with CREDITS=on (imagegen/prices.py), else 0."""
+    from imagegen.prices import price
+
+    return price(model, options) if settings.credits else 0
+
+
 def execution_timeout(max_wait_seconds: float) -> timedelta:
     return timedelta(seconds=max_wait_seconds) + DELIVERY_WINDOW + MARGIN
 

@@ -75,6 +75,14 @@ def count(name: str, value: int = 1, *, meter: MetricMeter | None = None, **labe
     _instrument("c", name, meter).add(value, _labels(labels))
 
 
+def gauge(name: str, value: float, **labels: object) -> None:
+    """Set a float gauge of the process (e.g. the Kie account's credits)."""
+    inst = _instruments.get(("g", name))
+    if inst is None:
+        inst = _instruments[("g", name)] = _meter.create_gauge_float(name)
+    inst.set(value, _labels(labels))
+
+
 def observe(name: str, value: float, *, meter: MetricMeter | None = None, **labels: object) -> None:
     """Record a value in a float histogram (buckets: BUCKETS)."""
     _instrument("h", name, meter).record(value, _labels(labels))

@@ -28,6 +28,8 @@ def reason_key(outcome: str, detail: str = "") -> str | None:
     if outcome == "cancelled":
         return "status.cancelled"
     if outcome == "failed":
+        if (detail or "").startswith("credits:"):  # the balance was too low when the workflow reserved
+            return "status.credits_low"
         if _CONTENT.search(detail or ""):
             return "status.content_refused"
         if _INPUT.search(detail or ""):

@@ -182,6 +182,14 @@ class Settings(BaseSettings):
     # An edit's input pictures uploaded to Kie are reused (Again, Other ratio) for this many hours after
     # their upload, then uploaded again; Kie keeps uploads 3 days. 0: always upload again.
     kie_upload_reuse_hours: Annotated[float, Field(ge=0, le=72, allow_inf_nan=False)] = 60.0
+    # Credits (imagegen/credits.py): off = every generation is free (self-hosting); on = each costs
+    # its price (imagegen/prices.py), new users get FREE_CREDITS, /buy sells packs for Telegram Stars.
+    credits: bool = False
+    free_credits: Annotated[int, Field(ge=0, le=100000)] = 3
+    # The Kie account watch (imagegen/kie_account.py): how often its balance is checked (schedule
+    # imagegen-kie-account; 0 = never), and below which balance the check logs KIE_CREDITS_LOW.
+    kie_balance_every_minutes: Annotated[float, Field(ge=0, le=1440, allow_inf_nan=False)] = 10.0
+    kie_credits_warn_below: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 100.0
 
     # --- capacity (docs/reliability.md, "Pools and concurrency") ---
     db_pool_size: Annotated[int, Field(ge=1, le=200)] = 10

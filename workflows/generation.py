@@ -27,6 +27,8 @@ with workflow.unsafe.imports_passed_through():
         FinishInput,
         GenerationInput,
         GenerationResult,
+        CreditsInput,
+        CreditsResult,
         PollInput,
         QueueStatusInput,
         StatusProgress,
@@ -80,6 +82,13 @@ LEAN_FINISH_PATCH = "lean-finish-1"
 # Issue 16: an edit's pictures are uploaded to Kie's file host before createTask (activities/inputs.py).
 # Only workflows with pictures run this step (and record this marker); older histories have none.
 EDIT_INPUTS_PATCH = "edit-inputs-1"
+# CREDITS=on (GenerationInput.price > 0): the price reserved before anything else, captured when the
+# picture is delivered, released on every other ending (imagegen/credits.py). Asked only when the
+# generation has a price, so free generations and older histories never see it.
+CREDITS_PATCH = "credits-1"
+CREDITS_REFUSED = "credits: the balance is too low for this generation"
+CREDITS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10),
+                            maximum_attempts=0)
 UPLOAD_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
@@ -137,6 +146,8 @@ class GenerationWorkflow:
         self._progress_shown: float | None = None  # elapsed seconds at the last "generating" status edit
         self._delivery: workflow.ActivityHandle | None = None  # the deliver activity, once scheduled
         self._uploads: list[UploadedImage] = []  # an edit's pictures on Kie's file host (EDIT_INPUTS_PATCH)
+        self._price = 0
+        self._credits = ""  # the ledger state of this generation's price (CREDITS_PATCH): reserved / captured / released
 
     @workflow.signal
     def kie_callback(self, signal: CallbackSignal) -> None:
@@ -159,6 +170,8 @@ class GenerationWorkflow:
             "last_state": self._last_state,
             "next_poll_at": self._next_poll_at if self._phase == "waiting" else "",
             "delivery_level": self._delivery_level,
+            "price": self._price,
+            "credits": self._credits,
             "last_error": self._last_error,
         }
 
@@ -188,6 +201,8 @@ class GenerationWorkflow:
             lines.append(f"**Last Kie state** {self._last_state}")
         if self._next_poll_at and self._phase == "waiting":
             lines.append(f"**Next poll** {self._next_poll_at}")
+        if self._credits:
+            lines.append(f"**Credits** {self._price} ({self._credits})")
         if self._uploads:
             reused = sum(u.reused for u in self._uploads)
             lines.append(f"**Input pictures** {len(self._uploads)} on Kie ({reused} reused): "
@@ -214,6 +229,7 @@ class GenerationWorkflow:
         # Each patch() of a new workflow costs a marker and a TemporalChangeVersion upsert: the newest
         # patch implies the older ones (which old histories still answer on their own).
         self._direct = frozenset(inp.direct_kinds)
+        self._price = inp.price
         self._lean = workflow.patched(LEAN_FINISH_PATCH)
         self._visible = self._lean or workflow.patched(VISIBILITY_PATCH)
         try:
@@ -235,6 +251,10 @@ class GenerationWorkflow:
     async def _generate(self, inp: GenerationInput) -> GenerationResult:
         lean = self._lean
         self._move_to("creating", upsert=not lean)  # lean: launch.py started it with GenerationState=creating
+        if inp.price > 0 and workflow.patched(CREDITS_PATCH):
+            reserved = await self._credit_step(GenerationActivities.credits_reserve, inp, "reserve")
+            if reserved.outcome not in ("reserved", "already"):
+                return await self._finish(inp, "failed", CREDITS_REFUSED)
         image_urls: list[str] = []
         if inp.images and workflow.patched(EDIT_INPUTS_PATCH):
             failed = await self._upload_inputs(inp)
@@ -372,6 +392,21 @@ class GenerationWorkflow:
             metrics.count("imagegen_deliveries", meter=workflow.metric_meter(), level=delivered.level or "unknown")
         return await self._finish(inp, "done", "", delivery_level=delivered.level, shown=delivered.status_shown)
 
+    async def _credit_step(self, method, inp: GenerationInput, what: str, outcome: str = "") -> CreditsResult:
+        """One ledger step, retried until Postgres answers (no ending may leave a reservation open)."""
+        result = await workflow.execute_activity_method(
+            method, CreditsInput(job_id=inp.job_id, user_id=inp.user_id, price=inp.price, outcome=outcome),
+            task_queue=workflow.info().task_queue,
+            start_to_close_timeout=timedelta(seconds=30), retry_policy=CREDITS_RETRY,
+            summary=f"credits {what} {inp.price}",
+        )
+        if result.outcome in ("reserved", "already") and what == "reserve":
+            self._credits = "reserved"
+        elif result.outcome in ("captured", "released"):
+            self._credits = result.outcome
+        self._show_details()
+        return result
+
     async def _upload_inputs(self, inp: GenerationInput) -> GenerationResult | None:
         """An edit's pictures to Kie's file host; the finished result when that cannot be done."""
         n = len(inp.images)
@@ -421,6 +456,9 @@ class GenerationWorkflow:
         """Record the outcome (state, metrics) and show it to the user, unless delivery already did (shown)."""
         if detail and outcome != "done":
             self._last_error = detail
+        if self._credits == "reserved":  # exactly once per ending: the ledger's keys make a retry a no-op
+            await self._credit_step(GenerationActivities.credits_settle, inp, "capture" if outcome == "done" else "release",
+                                    outcome=outcome)
         extra = [visibility.DELIVERY_LEVEL.value_set(delivery_level)] if delivery_level else []
         self._move_to(outcome, *extra)
         if self._visible:

@@ -39,6 +39,7 @@ from imagegen.migrate import apply_migrations
 from imagegen.redact import register_settings
 from imagegen.settings import Settings
 from imagegen.temporal_connect import connect_process
+from imagegen.credits import Ledger
 from imagegen.users import UserRepository
 
 log = logging.getLogger("imagegen.bot")
@@ -56,8 +57,9 @@ def build_dispatcher(temporal: Client, settings: Settings, pool: asyncpg.Pool | 
     dp["settings"] = settings
     dp["jobs"] = JobRepository(pool) if pool is not None else None
     dp["users"] = users = UserRepository(pool) if pool is not None else None
+    dp["ledger"] = Ledger(pool, free_credits=settings.free_credits) if pool is not None and settings.credits else None
     UserLocaleMiddleware(users).setup(dp)  # the user's language on every event (data["lang"])
-    dp.include_router(build_router())
+    dp.include_router(build_router(credits=settings.credits))
     dp.startup.register(publish_commands)  # the translated command menu, when polling starts
     db_outage.install(dp)
     return dp

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import math
 from dataclasses import dataclass, field
 
@@ -19,7 +20,8 @@ from imagegen import metrics
 from imagegen.contracts import GenerationInput, InputImage, workflow_id_for
 from imagegen.i18n import t
 from imagegen.jobs import Admission, JobRepository
-from imagegen.launch import deployment_fields, ensure_started
+from imagegen.credits import Ledger
+from imagegen.launch import deployment_fields, ensure_started, generation_price
 from imagegen.logs import log_event
 from imagegen.models import ImageModel
 from imagegen.redact import redact
@@ -72,6 +74,23 @@ async def _show_status(message: Message, job_id: str, text: str) -> None:
         log_event(job_id, "STATUS_EDIT_FAILED", severity=logging.WARNING, error=redact(f"{type(exc).__name__}: {exc}")[:200])
 
 
+KIE_FLAG_TTL_SECONDS = 5.0
+_kie_flag: dict[str, float | bool] = {"at": -1e9, "out": False}
+
+
+async def kie_out_of_credits(pool) -> bool:
+    """Whether the Kie account is known to be out of credits (the kie_account row), read at most
+    every KIE_FLAG_TTL_SECONDS; a database that does not answer says no (the admission then speaks)."""
+    now = time.monotonic()
+    if now - float(_kie_flag["at"]) > KIE_FLAG_TTL_SECONDS:
+        try:
+            out = await pool.fetchval("SELECT out_of_credits FROM kie_account WHERE id = 1")
+        except Exception:
+            out = False
+        _kie_flag.update(at=now, out=bool(out))
+    return bool(_kie_flag["out"])
+
+
 async def submit(
     query: CallbackQuery,
     status_message: Message,
@@ -100,6 +119,19 @@ async def submit(
             await query.answer(text, show_alert=True)
         return False
 
+    if jobs is not None and await kie_out_of_credits(jobs.pool):
+        # Kie's account is out of credits (imagegen/kie_account.py): every generation would fail.
+        log_event(job_id, "JOB_REFUSED_KIE_CREDITS", user_id=user_id)
+        return await refuse(t("status.unavailable", req.lang))
+
+    price = generation_price(settings, req.model.key, options)
+    if price and jobs is not None:
+        # Told before anything starts; the workflow's reservation is what really takes the credits.
+        balance = await Ledger(jobs.pool, free_credits=settings.free_credits).balance(user_id)
+        if balance < price:
+            log_event(job_id, "JOB_REFUSED_CREDITS", user_id=user_id, price=price, balance=balance)
+            return await refuse(t("credits.need", req.lang, price=price, balance=balance))
+
     repeated = False  # this job was admitted before: a second press of the same button
     if jobs is not None:
         # Per-user limits, checked and recorded in one step: the job row is inserted here (the
@@ -127,7 +159,8 @@ async def submit(
     inp = GenerationInput(
         job_id=job_id, user_id=user_id, chat_id=chat_id, model=req.model.key, prompt=req.prompt,
         aspect_ratio=req.ratio, status_message_id=status_message_id,
-        lang=req.lang, options=options, images=list(req.images), **deployment_fields(settings),
+        lang=req.lang, options=options, images=list(req.images), price=price,
+        **deployment_fields(settings),
     )
     try:
         # Safe to repeat; after an ambiguous failure (e.g. a timeout after the server accepted) it

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from imagegen.bot.routers import commands, conversation, edits, fallback, groups, history, language, results
+from imagegen.bot.routers import commands, conversation, edits, fallback, groups, history, language, payments, results
 
 
-def build_router() -> Router:
+def build_router(credits: bool = False) -> Router:
     router = Router(name="bot")
+    if credits:  # CREDITS=on: /buy /balance /paysupport and Telegram Stars payments, in every state
+        router.include_router(payments.build())
     router.include_routers(
         groups.build(),  # private chats only
         commands.build(),  # /start /new /help /cancel: in every state

@@ -20,7 +20,7 @@ from temporalio.client import Client
 from imagegen.contracts import GenerationInput, GenerationResult
 from imagegen.i18n import normalize, t
 from imagegen.jobs import JobRepository
-from imagegen.launch import MISSING, RPC_TIMEOUT, deployment_fields, ensure_started, workflow_status
+from imagegen.launch import MISSING, RPC_TIMEOUT, deployment_fields, generation_price, ensure_started, workflow_status
 from imagegen.outcomes import status_text
 from imagegen.logs import log_event
 from imagegen.redact import redact
@@ -40,6 +40,7 @@ def input_for(job: dict, settings: Settings) -> GenerationInput:
         aspect_ratio=job["aspect_ratio"], status_message_id=job["status_message_id"],
         lang=normalize(job.get("lang")), options=json.loads(job["options"]) if job.get("options") else {},
         images=images_from_job(job),  # an edit's pictures (issue 16)
+        price=generation_price(settings, job["model"], json.loads(job["options"]) if job.get("options") else {}),
         **deployment_fields(settings),
     )
 

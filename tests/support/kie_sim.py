@@ -17,7 +17,10 @@ GET /files/<token>/<path> until ``upload_ttl`` (3 days) or ``expire_uploads()``.
     async with KieSimulator(api_key="k") as kie:      # binds 127.0.0.1:<random port>
         kie.base_url                                   # "http://127.0.0.1:PORT"
 
-Endpoints: POST /api/v1/jobs/createTask, GET /api/v1/jobs/recordInfo?taskId=, GET /files/<taskId>.png.
+Endpoints: POST /api/v1/jobs/createTask, GET /api/v1/jobs/recordInfo?taskId=, GET /files/<taskId>.png,
+GET /api/v1/chat/credit (the account's credits: ``data`` is the number).
+Account knobs: credits (None = unlimited) is spent by every accepted createTask (credit_cost, 1.0);
+with less left than that, createTask answers 402 "Credits insufficient", as Kie does.
 Errors come as body ``{"code": N, "msg": ...}``; 401/429/500 also use that HTTP status.
 
 Knobs (plain attributes; task knobs are snapshotted when a task is created):
@@ -245,6 +248,9 @@ class KieSimulator:
         self.image_size = (64, 64)
         self.public_url: str | None = None
         self.create_errors: list[Any] = []
+        self.credits: float | None = None  # the account's balance; None: never runs out
+        self.credit_cost = 1.0
+        self.credit_calls = 0
         self.record_info_errors: list[Any] = []
         self.upload_errors: list[Any] = []
         self.upload_delays: list[float] = []
@@ -280,6 +286,7 @@ class KieSimulator:
         app = web.Application()
         app.router.add_post("/api/v1/jobs/createTask", self._create_task)
         app.router.add_get("/api/v1/jobs/recordInfo", self._record_info)
+        app.router.add_get("/api/v1/chat/credit", self._credit)
         app.router.add_get("/files/{name}", self._file)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -409,6 +416,13 @@ class KieSimulator:
         return self.tasks[task_id]
 
     # ------------------------------------------------------------------ handlers
+    async def _credit(self, request: web.Request) -> web.Response:
+        self.credit_calls += 1
+        if not self._authorized(request):
+            return self._error(401)
+        left = 10**6 if self.credits is None else self.credits
+        return web.json_response({"code": 200, "msg": "success", "data": int(left) if float(left).is_integer() else left})
+
     async def _create_task(self, request: web.Request) -> web.Response:
         self.create_calls += 1
         if not self._authorized(request):
@@ -437,6 +451,10 @@ class KieSimulator:
         cb = body.get("callBackUrl")
         if cb is not None and not (isinstance(cb, str) and cb.startswith(("http://", "https://"))):
             return self._error(422, "callBackUrl must be a valid http(s) URL")
+        if self.credits is not None:
+            if self.credits < self.credit_cost:
+                return self._error(402)
+            self.credits -= self.credit_cost
 
         self._counter += 1
         now = time.time()

@@ -135,7 +135,13 @@ class TelegramSimulator:
         names = ["getMe", "getUpdates", "setWebhook", "deleteWebhook", "getWebhookInfo", "setMyCommands",
                  "sendChatAction", "sendMessage", "sendPhoto", "sendDocument", "getMyCommands", "deleteMyCommands",
                  "editMessageText", "editMessageCaption", "editMessageMedia",
-                 "editMessageReplyMarkup", "deleteMessage", "answerCallbackQuery", "getFile"]
+                 "editMessageReplyMarkup", "deleteMessage", "answerCallbackQuery", "getFile",
+                 "sendInvoice", "answerPreCheckoutQuery", "refundStarPayment"]
+        # Telegram Stars: the invoices the bot sent, the pre-checkout answers (id → dict) and the
+        # payments made (charge id → dict, with "refunded"); see user_pay.
+        self.invoices: list[dict[str, Any]] = []
+        self.pre_checkout_answers: dict[str, dict[str, Any]] = {}
+        self.star_payments: dict[str, dict[str, Any]] = {}
         self._methods = {n.lower(): (n, getattr(self, "_m_" + n)) for n in names}
         self.bot_user = {"id": int(token.split(":")[0]) if token.split(":")[0].isdigit() else 123456,
                          "is_bot": True, "first_name": "Z-Image Test Bot", "username": BOT_USERNAME,
@@ -600,6 +606,71 @@ class TelegramSimulator:
                                         "show_alert": str(p.get("show_alert", "")).lower() == "true",
                                         "time": time.time()})
         return True
+
+    async def _m_sendInvoice(self, p: dict, f: dict) -> Any:
+        prices = p.get("prices")
+        if p.get("currency") != "XTR" or (p.get("provider_token") or "") != "":
+            raise TgError(400, "Bad Request: Stars invoices need currency XTR and an empty provider token")
+        if not isinstance(prices, list) or len(prices) != 1 or int(prices[0].get("amount", 0)) <= 0:
+            raise TgError(400, "Bad Request: Stars invoices take exactly one price")
+        for name in ("title", "description", "payload"):
+            if not p.get(name):
+                raise TgError(400, f"Bad Request: {name} is empty")
+        chat_id = self._chat_id(p)
+        rec = self._new_message(chat_id, None, kind="invoice", text=None)
+        invoice = {"chat_id": chat_id, "message_id": rec["message_id"], "title": p["title"], "payload": p["payload"],
+                   "currency": "XTR", "total_amount": int(prices[0]["amount"]), "time": time.time()}
+        self.invoices.append(invoice)
+        rec["invoice"] = invoice
+        return self._message_json(rec) | {"invoice": {"title": p["title"], "description": p["description"],
+                                                      "start_parameter": "", "currency": "XTR",
+                                                      "total_amount": invoice["total_amount"]}}
+
+    async def _m_answerPreCheckoutQuery(self, p: dict, f: dict) -> Any:
+        qid = str(p.get("pre_checkout_query_id", ""))
+        if qid not in self.pre_checkout_answers or self.pre_checkout_answers[qid].get("answered"):
+            raise TgError(400, "Bad Request: query is too old and response timeout expired or query ID is invalid")
+        ok = str(p.get("ok", "")).lower() == "true"
+        if not ok and not p.get("error_message"):
+            raise TgError(400, "Bad Request: error_message is required when ok is false")
+        self.pre_checkout_answers[qid].update(answered=True, ok=ok, error_message=p.get("error_message"),
+                                              answered_at=time.time())
+        return True
+
+    async def _m_refundStarPayment(self, p: dict, f: dict) -> Any:
+        charge = self.star_payments.get(str(p.get("telegram_payment_charge_id", "")))
+        if charge is None or str(charge["user_id"]) != str(p.get("user_id")):
+            raise TgError(400, "Bad Request: CHARGE_NOT_FOUND")
+        if charge["refunded"]:
+            raise TgError(400, "Bad Request: CHARGE_ALREADY_REFUNDED")
+        charge["refunded"] = True
+        return True
+
+    async def user_pay(self, chat_id: int, invoice: dict[str, Any], *, deliveries: int = 1,
+                       timeout: float = 10.0, user_id: int | None = None) -> tuple[bool, str | None, float]:
+        """The user pays `invoice` (one of ``invoices``) with Stars, as Telegram runs it: a
+        pre_checkout_query the bot must answer within `timeout` (Telegram: 10 s), then, if it said ok,
+        the successful_payment message, delivered `deliveries` times (Telegram may send it twice).
+        Returns (ok, telegram_payment_charge_id, seconds the answer took)."""
+        uid = user_id or chat_id
+        qid = str(secrets.randbits(63))
+        self.pre_checkout_answers[qid] = {"asked_at": time.time()}
+        self._push("pre_checkout_query", {"id": qid, "from": self._user(uid), "currency": invoice["currency"],
+                                          "total_amount": invoice["total_amount"],
+                                          "invoice_payload": invoice["payload"]})
+        answer = self.pre_checkout_answers[qid]
+        await self.wait_for(lambda: answer.get("answered"), timeout=timeout)
+        took = answer["answered_at"] - answer["asked_at"]
+        if not answer["ok"]:
+            return False, None, took
+        charge = f"stxCHARGE{secrets.token_hex(8)}"
+        self.star_payments[charge] = {"user_id": uid, "amount": invoice["total_amount"], "refunded": False}
+        payment = {"currency": "XTR", "total_amount": invoice["total_amount"], "invoice_payload": invoice["payload"],
+                   "telegram_payment_charge_id": charge, "provider_payment_charge_id": ""}
+        for _ in range(deliveries):
+            rec = self._new_message(chat_id, uid, kind="payment")
+            self._push("message", self._message_json(rec) | {"successful_payment": payment})
+        return True, charge, took
 
     async def _m_getFile(self, p: dict, f: dict) -> Any:
         file_id = str(p.get("file_id", ""))

@@ -1,0 +1,147 @@
+"""Credits through the whole stack (CREDITS=on): every ending of a generation leaves the balance
+right (docs/reliability.md, "Credits"), Telegram Stars payments credited once, refunds, /balance."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import pytest_asyncio
+
+from imagegen.credits import Ledger
+from imagegen.i18n import t
+from imagegen.refund import refund
+from tests.support.chat import press, wait_text
+from tests.support.stack import Stack
+
+pytestmark = pytest.mark.e2e
+FREE = 3
+
+
+@pytest_asyncio.fixture
+async def cstack(temporal_env, pg_dsn, pool):
+    s = Stack(client=temporal_env.client, pool=pool, dsn=pg_dsn, task_queue=f"credits-{uuid.uuid4().hex[:10]}",
+              credits=True, free_credits=FREE)
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
+def new_chat() -> int:
+    return int(uuid.uuid4().int % 10**8) + 800_000_000
+
+
+async def ending(s, handle, timeout=60):
+    return (await asyncio.wait_for(handle.result(), timeout)).outcome
+
+
+async def test_every_ending_leaves_the_balance_right(cstack):
+    s = cstack
+    ledger = Ledger(s.pool, free_credits=FREE)
+    results = {}
+
+    async def run(name, price=1, after=None, **kwargs):
+        chat = new_chat()
+        handle, job_id, _ = await s.start_generation(chat_id=chat, price=price, **kwargs)
+        if after:
+            after(chat)
+        return name, chat, job_id, handle
+
+    # delivered → captured; Kie fails / refuses the prompt → released; the user blocked the bot →
+    # released; the user or an operator cancels → released
+    s.kie.delay = 0.3
+    delivered = await run("delivered")
+    assert await ending(s, delivered[3]) == "done"
+    s.kie.fail = True
+    failed = await run("kie fail")
+    assert await ending(s, failed[3]) == "failed"
+    s.kie.fail = False
+    s.kie.fail_msg = "Invalid prompt: prompt contains prohibited content"
+    refused = await run("refusal", prompt="a fox [fail]")
+    assert await ending(s, refused[3]) == "failed"
+    s.kie.delay = 1.0
+    undeliverable = await run("undeliverable", after=s.tg.block_user)  # blocked the bot while Kie draws
+    assert await ending(s, undeliverable[3]) == "undeliverable"
+    s.kie.delay = 30
+    cancelled = await run("cancel")
+    await asyncio.sleep(1.5)
+    await cancelled[3].cancel()
+    with pytest.raises(Exception):
+        await asyncio.wait_for(cancelled[3].result(), 30)
+    for name, chat, job_id, handle in (delivered, failed, refused, undeliverable, cancelled):
+        results[name] = (await ledger.job_state(job_id), await ledger.balance(chat))
+        status = await handle.query("status")
+        assert status["credits"] == results[name][0] and status["price"] == 1, (name, status)
+    assert results == {
+        "delivered": ("captured", FREE - 1), "kie fail": ("released", FREE), "refusal": ("released", FREE),
+        "undeliverable": ("released", FREE), "cancel": ("released", FREE),
+    }
+    # too little balance: the workflow's reservation refuses (no Kie task), the user is told
+    poor = new_chat()
+    tasks = len(s.kie.tasks)
+    handle, job_id, _ = await s.start_generation(chat_id=poor, price=FREE + 1)
+    assert await ending(s, handle) == "failed"
+    assert len(s.kie.tasks) == tasks and await ledger.balance(poor) == FREE
+    assert s.tg.messages(poor)[0]["text"] == t("status.credits_low", "ru")
+
+
+async def test_a_user_buys_a_pack_generates_and_a_failure_is_refunded(cstack):
+    s = cstack
+    chat = new_chat()
+    ledger = Ledger(s.pool, free_credits=FREE)
+    await s.start_bot()
+    s.tg.user_send_command(chat, "/buy")
+    await press(s, chat, "50 ⭐")  # the 10-credit pack
+    (invoice,) = await s.tg.wait_for(lambda: [i for i in s.tg.invoices if i["chat_id"] == chat], timeout=10)
+    assert invoice["currency"] == "XTR" and invoice["total_amount"] == 50
+    ok, charge, took = await s.tg.user_pay(chat, invoice, deliveries=2)  # Telegram sends it twice
+    assert ok and took < 10
+    await wait_text(s, chat, t("buy.credited", "ru", credits=10, balance=FREE + 10), timeout=10)
+    await asyncio.sleep(1.0)
+    credited = [m for m in s.tg.messages(chat) if (m.get("text") or "").startswith("✅ Начислено")]
+    assert len(credited) == 1 and await ledger.balance(chat) == FREE + 10
+
+    async def generate(prompt):
+        s.tg.user_send_command(chat, "/start")
+        await press(s, chat, "Z-Image")
+        await wait_text(s, chat, "Опишите")
+        s.tg.user_send_text(chat, prompt)
+        await press(s, chat, "1:1")
+
+    await generate("a fox")
+    await s.tg.wait_for(lambda: len(s.photos_for(chat)) == 1, timeout=30)
+    await wait_text(s, chat, t("status.done", "ru"), timeout=10, exact=True)
+    s.kie.fail = True
+    await generate("a second fox")
+    await wait_text(s, chat, "❌", timeout=30)
+    s.kie.fail = False
+    await asyncio.sleep(1.0)
+    assert await ledger.balance(chat) == FREE + 10 - 1  # the failure was given back
+    s.tg.user_send_command(chat, "/balance")
+    await wait_text(s, chat, f"💳 Ваш баланс: {FREE + 9} кредитов.", timeout=10)
+    # an operator refunds the payment: Telegram returns the Stars, the credits are taken back (once)
+    said = []
+    assert await refund(charge, s.config, out=said.append) == 0
+    assert s.tg.star_payments[charge]["refunded"] and await ledger.balance(chat) == FREE - 1
+    assert await refund(charge, s.config, out=said.append) == 0 and await ledger.balance(chat) == FREE - 1
+    assert await refund("stxNOSUCH", s.config, out=said.append) == 1
+
+
+async def test_pre_checkout_is_answered_in_time_under_load_and_a_forged_invoice_is_refused(cstack):
+    s = cstack
+    await s.start_bot()
+    chats = [new_chat() for _ in range(20)]
+    for chat in chats:
+        s.tg.user_send_command(chat, "/buy")
+    for chat in chats:
+        await press(s, chat, "50 ⭐")
+    invoices = await s.tg.wait_for(lambda: len([i for i in s.tg.invoices if i["chat_id"] in chats]) == 20 and
+                                   [i for i in s.tg.invoices if i["chat_id"] in chats], timeout=20)
+    answers = await asyncio.gather(*(s.tg.user_pay(i["chat_id"], i) for i in invoices))
+    assert all(ok for ok, _, _ in answers) and max(took for _, _, took in answers) < 10
+    forged = dict(invoices[0], total_amount=1)  # a payload for another price
+    ok, charge, _ = await s.tg.user_pay(forged["chat_id"], forged)
+    assert not ok and charge is None
