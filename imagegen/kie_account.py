@@ -19,18 +19,16 @@ from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
 )
 
 from imagegen import metrics
 from imagegen.credits import Ledger
 from imagegen.logs import log_event
+from imagegen.retention import upsert_schedule
 
 log = logging.getLogger("imagegen.kie_account")
 SCHEDULE_ID = "imagegen-kie-account"
@@ -112,16 +110,6 @@ def schedule_for(task_queue: str, every_minutes: float, warn_below: float,
 
 async def ensure_schedule(client: Client, task_queue: str, every_minutes: float, warn_below: float,
                           schedule_id: str = SCHEDULE_ID) -> None:
-    """Create the balance schedule, or bring an existing one to these settings (idempotent)."""
-    schedule = schedule_for(task_queue, every_minutes, warn_below, schedule_id)
-    try:
-        try:
-            await client.create_schedule(schedule_id, schedule, trigger_immediately=True)
-            log.info("KIE_ACCOUNT_SCHEDULE_CREATED id=%s every=%smin", schedule_id, every_minutes)
-        except ScheduleAlreadyRunningError:
-            def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
-                return ScheduleUpdate(schedule=schedule)
-
-            await client.get_schedule_handle(schedule_id).update(update)
-    except Exception as exc:
-        log.error("KIE_ACCOUNT_SCHEDULE_FAILED id=%s error=%s", schedule_id, " ".join(str(exc).split())[:300])
+    """Create the balance schedule (its first run at once), or bring an existing one to these settings."""
+    await upsert_schedule(client, schedule_id, schedule_for(task_queue, every_minutes, warn_below, schedule_id),
+                          "KIE_ACCOUNT", f"every={every_minutes}min", trigger_immediately=True)

@@ -95,16 +95,23 @@ async def ensure_schedule(client: Client, task_queue: str, retention_days: int,
                           schedule_id: str = SCHEDULE_ID) -> None:
     """Create the purge schedule, or bring an existing one to these settings (idempotent; several
     workers starting together are fine)."""
-    schedule = schedule_for(task_queue, retention_days, schedule_id)
+    await upsert_schedule(client, schedule_id, schedule_for(task_queue, retention_days, schedule_id), "RETENTION",
+                          f"days={retention_days} every={PURGE_EVERY}")
+
+
+async def upsert_schedule(client: Client, schedule_id: str, schedule: Schedule, event: str, fields: str = "",
+                          trigger_immediately: bool = False) -> None:
+    """Create `schedule`, or update the existing one to it; a failure is logged (`<event>_SCHEDULE_FAILED`),
+    never raised: the worker runs generations without it."""
     try:
         try:
-            await client.create_schedule(schedule_id, schedule)
-            log.info("RETENTION_SCHEDULE_CREATED id=%s days=%d every=%s", schedule_id, retention_days, PURGE_EVERY)
+            await client.create_schedule(schedule_id, schedule, trigger_immediately=trigger_immediately)
+            log.info("%s_SCHEDULE_CREATED id=%s %s", event, schedule_id, fields)
         except ScheduleAlreadyRunningError:
             def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
                 return ScheduleUpdate(schedule=schedule)
 
             await client.get_schedule_handle(schedule_id).update(update)
-            log.info("RETENTION_SCHEDULE_UPDATED id=%s days=%d every=%s", schedule_id, retention_days, PURGE_EVERY)
+            log.info("%s_SCHEDULE_UPDATED id=%s %s", event, schedule_id, fields)
     except Exception as exc:  # e.g. two workers updating at once, or no permission: generations go on
-        log.error("RETENTION_SCHEDULE_FAILED id=%s error=%s", schedule_id, " ".join(str(exc).split())[:300])
+        log.error("%s_SCHEDULE_FAILED id=%s error=%s", event, schedule_id, " ".join(str(exc).split())[:300])

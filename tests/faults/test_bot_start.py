@@ -33,7 +33,7 @@ async def users_through_a_held_proxy(ps, direction: str) -> tuple:
     bot = await ps.start_bot("bot-proxied", TEMPORAL_ADDRESS=proxy.address, UNSTARTED_SWEEP_SECONDS=SWEEP)
     t0 = time.monotonic()
     proxy.hold(direction)
-    gens = list(await asyncio.gather(*(ps.user_generation(prompt=f"request {i}") for i in range(N))))
+    gens = list(await asyncio.gather(*(ps.user_generation(prompt=f"request {i}", started=False) for i in range(N))))
     return proxy, bot, gens, t0
 
 

@@ -37,6 +37,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from imagegen.contracts import GenerationResult
 from imagegen.delivery import create_bot
+from imagegen.launch import workflow_exists
 from imagegen.migrate import apply_migrations
 from tests.support.chat import button
 from tests.support.kie_sim import KieSimulator
@@ -329,19 +330,27 @@ class ProcStack:
         return Generation(job_id, chat_id, handle)
 
     async def user_generation(self, chat_id: int | None = None, prompt: str = "a lighthouse at dusk",
-                              ratio: str = "1:1", timeout: float = 60.0) -> Generation:
-        """A scripted Telegram user: /start → Z-Image → prompt → ratio; returns the started generation."""
+                              ratio: str = "1:1", timeout: float = 60.0, started: bool = True) -> Generation:
+        """A scripted Telegram user: /start → Z-Image → prompt → ratio; returns the generation (`started`:
+        once its workflow exists; False: once its job row does, for tests that hold the start back)."""
         chat_id = chat_id or self.new_chat_id()
         mid, data = await self.user_up_to_ratio(chat_id, prompt, ratio, timeout)
         self.tg.user_press_button(chat_id, mid, data)
 
-        return await self.generation_for_chat(chat_id, timeout)
+        return await self.generation_for_chat(chat_id, timeout, started=started)
 
-    async def generation_for_chat(self, chat_id: int, timeout: float = 60.0) -> Generation:
-        """The chat's generation, once the worker has recorded its job."""
+    async def generation_for_chat(self, chat_id: int, timeout: float = 60.0, started: bool = True) -> Generation:
+        """The chat's generation, once its job is recorded and its workflow started (the bot inserts the
+        row a moment before it starts the workflow: a handle asked for in between finds nothing)."""
         job_id = await self.wait_job_for_chat(chat_id, timeout=timeout)
         workflow_id = await self.pool.fetchval("SELECT workflow_id FROM generation_jobs WHERE id = $1", job_id)
-        return Generation(job_id, chat_id, self.client.get_workflow_handle(workflow_id, result_type=GenerationResult))
+        handle = self.client.get_workflow_handle(workflow_id, result_type=GenerationResult)
+        deadline = time.monotonic() + timeout
+        while started and await workflow_exists(self.client, handle.id) is not True:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no workflow for job {job_id} after {timeout}s")
+            await asyncio.sleep(0.1)
+        return Generation(job_id, chat_id, handle)
 
     async def user_up_to_ratio(self, chat_id: int, prompt: str, ratio: str = "1:1",
                                timeout: float = 60.0) -> tuple[int, str | None]:
