@@ -244,6 +244,8 @@ async def test_account_problem_on_create_is_an_outage_message_not_a_prompt_probl
     handle, job_id, chat_id = await stack.start_generation()
     result = await finished(stack, handle, chat_id)
     assert result.outcome == "error" and status_text(stack, chat_id) == t("status.unavailable", "ru")
+    # 402 = no credits: the bot is closed to new generations until a check sees credits (kie_account)
+    assert await stack.pool.fetchval("SELECT out_of_credits FROM kie_account") is True
 
 
 async def test_task_id_is_kept_when_postgres_blips_after_kie_answered(stack, monkeypatch):

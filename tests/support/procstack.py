@@ -42,7 +42,7 @@ from imagegen.migrate import apply_migrations
 from tests.support.chat import button
 from tests.support.kie_sim import KieSimulator
 from tests.support.services import connect_temporal, free_port
-from tests.support.stack import start_generation_workflow
+from tests.support.stack import reset_kie_account, start_generation_workflow
 from tests.support.telegram_sim import TelegramSimulator
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -199,6 +199,7 @@ class ProcStack:
             self.client = await connect_temporal(self.temporal_address)
         await apply_migrations(self.dsn)
         self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=5)
+        await reset_kie_account(self.pool)
         self.bot = create_bot(self.tg.token, self.tg.base_url, timeout=10)
         return self
 

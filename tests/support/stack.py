@@ -49,6 +49,15 @@ async def start_generation_workflow(client: Client, bot, task_queue: str, poll_s
     return handle, job_id, chat_id
 
 
+async def reset_kie_account(pool) -> None:
+    """Every stack starts with the Kie account open: a test whose Kie answered 402 closed it for the
+    whole (shared) database, as it would in production (imagegen/kie_account.py)."""
+    from imagegen.bot import generation as bot_generation
+
+    await pool.execute("UPDATE kie_account SET out_of_credits = false, reason = 'test stack start'")
+    bot_generation._kie_flag["at"] = -1e9
+
+
 def user_pictures(tg: TelegramSimulator, chat_id: int, pictures: list[bytes]) -> list[InputImage]:
     """A scripted user sends each picture as a photo; the InputImages the bot would take (the largest size)."""
     images = []
@@ -125,6 +134,7 @@ class Stack:
         return Settings(**values)
 
     async def start(self) -> None:
+        await reset_kie_account(self.pool)
         await self.kie.start()
         await self.tg.start()
         self.config = self.settings(**self.settings_overrides)
