@@ -42,7 +42,7 @@ from imagegen.delivery_edit import deliver_result
 from imagegen.bot.keyboards import result_keyboard
 from imagegen.i18n import t
 from imagegen.jobs import JobRepository
-from imagegen.outcomes import status_text
+from imagegen.outcomes import ROW_STATE, status_text
 from imagegen.kie import ACCOUNT_CODES, KieClient, KieError, parse_kie_state
 from imagegen import metrics, ratelimits
 from imagegen.logs import log_event
@@ -417,7 +417,8 @@ class GenerationActivities:
     @activity.defn(name="finish")
     async def finish(self, inp: FinishInput) -> None:
         """Record the outcome and edit the user's status message to its final text."""
-        db_state = {"failed": "fail", "timeout": "timeout", "error": "error", "cancelled": "cancelled"}.get(inp.outcome)
+        # (undeliverable is recorded by the delivery itself, with its reason)
+        db_state = ROW_STATE.get(inp.outcome) if inp.outcome != "undeliverable" else None
         if db_state:  # every generation ends in a terminal state (delivered/undeliverable are set by deliver)
             await self.repo.set_state(inp.job_id, db_state, error=inp.detail or None)
         await self._final_status(inp)

@@ -19,6 +19,11 @@ _INVALID = re.compile(r"invalid|validation|\b422\b|not allowed|too long|exceeds"
 _BUSY = re.compile(r"\b(429|433|455)\b|rate.?limit|too many|maintenance|busy|overload|exceeds limit", re.I)
 
 
+# A workflow's outcome → the job row's state (generation_jobs.state); "done" is recorded by the delivery.
+ROW_STATE = {"failed": "fail", "timeout": "timeout", "error": "error", "cancelled": "cancelled",
+             "undeliverable": "undeliverable"}
+
+
 def reason_key(outcome: str, detail: str = "") -> str | None:
     """The catalogue key of the final status; None when the user cannot be reached (undeliverable)."""
     if outcome == "done":

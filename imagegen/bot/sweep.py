@@ -21,7 +21,7 @@ from imagegen.contracts import GenerationInput, GenerationResult
 from imagegen.i18n import normalize, t
 from imagegen.jobs import JobRepository
 from imagegen.launch import MISSING, RPC_TIMEOUT, deployment_fields, generation_price, ensure_started, workflow_status
-from imagegen.outcomes import status_text
+from imagegen.outcomes import ROW_STATE, status_text
 from imagegen.logs import log_event
 from imagegen.redact import redact
 from imagegen.settings import Settings
@@ -35,12 +35,13 @@ GIVE_UP_SECONDS = 15 * 60.0  # older than this: close instead of starting
 
 def input_for(job: dict, settings: Settings) -> GenerationInput:
     """The workflow input the ratio tap would have started, rebuilt from the job row."""
+    options = json.loads(job["options"]) if job.get("options") else {}
     return GenerationInput(
         job_id=job["id"], user_id=job["user_id"], chat_id=job["chat_id"], model=job["model"], prompt=job["prompt"],
         aspect_ratio=job["aspect_ratio"], status_message_id=job["status_message_id"],
-        lang=normalize(job.get("lang")), options=json.loads(job["options"]) if job.get("options") else {},
+        lang=normalize(job.get("lang")), options=options,
         images=images_from_job(job),  # an edit's pictures (issue 16)
-        price=generation_price(settings, job["model"], json.loads(job["options"]) if job.get("options") else {}),
+        price=generation_price(settings, job["model"], options),
         **deployment_fields(settings),
     )
 
@@ -48,8 +49,6 @@ def input_for(job: dict, settings: Settings) -> GenerationInput:
 # A closed workflow whose row still says 'created' (its own writes failed, or it was terminated):
 # the row's state for each ending, and the outcome the user is shown.
 CLOSED_OUTCOME = {"CANCELED": "cancelled", "TIMED_OUT": "timeout", "TERMINATED": "error", "FAILED": "error"}
-DB_STATE = {"failed": "fail", "timeout": "timeout", "error": "error", "cancelled": "cancelled",
-            "undeliverable": "undeliverable"}
 PAGE = 50  # rows per query; a pass goes through every page (at most MAX_PAGES)
 MAX_PAGES = 20
 
@@ -109,7 +108,7 @@ async def _close_finished(temporal: Client, repo: JobRepository, bot: Bot, job: 
         if outcome == "done":  # delivered: the delivery recorded it (or its write is what failed); nothing to tell
             log_event(job["id"], "SWEEP_SEEN", workflow_status=status, outcome=outcome)
             return "already"
-    if not await repo.close_unstarted(job["id"], detail[:500], state=DB_STATE.get(outcome, "error")):
+    if not await repo.close_unstarted(job["id"], detail[:500], state=ROW_STATE.get(outcome, "error")):
         return "moved_on"
     log_event(job["id"], "SWEEP_CLOSED", workflow_status=status, outcome=outcome, age_s=round(job["age_s"]))
     text = status_text(outcome, detail, normalize(job.get("lang")))
