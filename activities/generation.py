@@ -61,6 +61,9 @@ TASK_ID_WRITE_SECONDS = budget.DB_CALL_SECONDS
 # A createTask call is not started with less than this left of the attempt: it could not get Kie's
 # answer, and a call cut short may still have created a (paid) task that nobody learns of.
 MIN_CREATE_CALL_SECONDS = 5.0
+# A recordInfo poll waits at most this long for its slot in Kie's window (the lean shape's poll is a
+# local activity: its workflow task stays open meanwhile); beyond, the attempt is retried when it frees.
+INFO_MAX_WAIT_SECONDS = 3.0
 
 
 def _memo(details: object, key: str, kind: type) -> dict | None:
@@ -113,6 +116,10 @@ class GenerationActivities:
         limit = settings.kie_create_limit
         self.ledger = Ledger(repo.pool, free_credits=settings.free_credits)
         self.create_pacer = Pacer(repo.pool, ratelimits.KIE_CREATE, limit) if limit.paces(ratelimits.KIE_CREATE) else None
+        # recordInfo (issue 18): the lean shape polls in a local activity, which no task-queue limiter
+        # sees, so every poll takes a slot of Kie's window in Postgres, queued ones too.
+        info = settings.kie_record_info_limit
+        self.info_pacer = Pacer(repo.pool, ratelimits.KIE_INFO, info) if info.paces(ratelimits.KIE_INFO) else None
         # An edit's pictures to Kie's upload host (activities/inputs.py); its session is closed by close().
         self.inputs = InputActivities(settings=settings, repo=repo, bot=bot, uploader=uploader or KieUploader(
             settings.kie_upload_base, settings.kie_api_key.get_secret_value()))
@@ -227,6 +234,7 @@ class GenerationActivities:
     @activity.defn(name="poll_task")
     async def poll_task(self, inp: PollInput) -> PollResult:
         """Ask recordInfo once. Kie errors are reported as state "error", not raised: a missed tick."""
+        await self._wait_for_info_slot(inp)
         try:
             # Within the attempt, with time left to record a final state.
             call_budget = budget.remaining(budget.attempt_deadline()) - budget.DB_CALL_SECONDS
@@ -254,6 +262,22 @@ class GenerationActivities:
         elif inp.progress is not None:
             await self._show_progress(inp.job_id, inp.progress)
         return PollResult(state, urls, error)
+
+    async def _wait_for_info_slot(self, inp: PollInput) -> None:
+        """Kie's recordInfo window, exact across all workers (imagegen/pacer.py). A slot further than
+        INFO_MAX_WAIT_SECONDS is not taken: the attempt is retried when it frees (a benign failure)."""
+        if self.info_pacer is None:
+            return
+        taken, delay = await self.info_pacer.reserve(INFO_MAX_WAIT_SECONDS)
+        if not taken:
+            log_event(inp.job_id, "POLL_PACED", i=inp.tick, wait=round(delay, 2), retried=True)
+            raise ApplicationError("recordInfo window full", type="KieRateLimited", category=BENIGN,
+                                   next_retry_delay=timedelta(seconds=max(delay - INFO_MAX_WAIT_SECONDS, 0.5)))
+        if delay > 0.05:
+            if activity.info().is_local:  # a local activity's heartbeat goes nowhere: a plain, short sleep
+                await asyncio.sleep(delay)
+            else:
+                await budget.sleep_heartbeating(delay)
 
     async def _show_progress(self, job_id: str, p: StatusProgress) -> None:
         """"Generating, N s so far" on the status message. Cosmetic: a refusal is only logged."""

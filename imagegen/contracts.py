@@ -66,6 +66,16 @@ class GenerationInput:
     price: int = 0
     # An edit's input pictures (an edit model, imagegen.models): uploaded to Kie first (upload_inputs).
     images: list[InputImage] = field(default_factory=list)
+    # The workflow's shape (issue 18), chosen by who starts it, so a new shape costs no patch marker and
+    # no TemporalChangeVersion upsert: 0 = the shape given by the patches (every history recorded before
+    # issue 18, whose input has no such field); 2 = LEAN_SHAPE. Start new workflows with GENERATION_SHAPE.
+    shape: int = 0
+
+
+# Issue 18's lean shape: every patch up to credits-1 implied, recordInfo in a local activity (paced in
+# Postgres), no "delivering" upsert. Deploy workers before bots: an older worker must not receive it.
+LEAN_SHAPE = 2
+GENERATION_SHAPE = LEAN_SHAPE
 
 
 @dataclass

@@ -16,7 +16,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from imagegen import visibility
-from imagegen.contracts import GenerationInput, GenerationResult, workflow_id_for
+from imagegen.contracts import GENERATION_SHAPE, GenerationInput, GenerationResult, workflow_id_for
 from imagegen.models import MODELS
 
 # Longest a generation can take: polling gives up after max_wait (POLL_SCHEDULE), delivery retries
@@ -30,7 +30,8 @@ RPC_TIMEOUT = timedelta(seconds=10)
 def deployment_fields(settings) -> dict:
     """The GenerationInput fields that come from this deployment's settings (imagegen.settings.Settings),
     not from the user's request: the bot's ratio tap and the sweep build the input with the same."""
-    return dict(poll_schedule=[[u, i] for u, i in settings.poll_schedule], direct_kinds=settings.direct_kinds)
+    return dict(poll_schedule=[[u, i] for u, i in settings.poll_schedule], direct_kinds=settings.direct_kinds,
+                shape=GENERATION_SHAPE)
 
 
 def generation_price(settings, model: str, options: dict[str, str] | None) -> int:

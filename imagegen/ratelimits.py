@@ -33,7 +33,10 @@ TELEGRAM = "telegram"
 KINDS = (KIE_CREATE, KIE_INFO, TELEGRAM)
 # Kinds whose window is long enough that the token bucket would waste much of the provider's burst:
 # an exact sliding window in Postgres (imagegen/pacer.py) shapes them; their queue limit is a ceiling.
-PACED = frozenset({KIE_CREATE})
+# Kinds whose every call takes a slot in the Postgres pacer (imagegen/pacer.py): createTask (Kie's
+# window is refused, not queued) and recordInfo (issue 18: the lean shape polls in a local activity,
+# which no task-queue limiter sees; queued polls of older workflows take slots as well).
+PACED = frozenset({KIE_CREATE, KIE_INFO})
 # A paced queue's server limit: this many times the provider's average rate, so that a full window's
 # count is dispatched within a few seconds (20/10 → 6/s: Kie's burst of 20 in about 2 s).
 PACED_CEILING = 3.0
@@ -111,17 +114,22 @@ def worst_in_window(rate: float, window: float) -> float:
     return math.ceil(rate) + 1 + rate * window
 
 
+def paced_worst(limit: RateLimit, window: float) -> float:
+    """The most calls the pacer lets through within any `window` seconds: `count` per its own window."""
+    return limit.count * math.ceil(window / limit.window - 1e-9)
+
+
 def telegram_queue_rate(telegram: RateLimit, info: RateLimit) -> float | None:
     """The Telegram queue's task rate that keeps the worker's Bot API *calls* within `telegram`.
 
     Each task there makes up to TELEGRAM_CALLS_PER_TASK calls (the picture and its "✅"), and the
-    recordInfo queue's polls make one more each (the "🎨 generating, N s" edit, at most one per
-    poll): their worst case in Telegram's window is set aside first. None = no limit. A delivery
+    recordInfo polls make one more each (the "🎨 generating, N s" edit, at most one per poll): their
+    worst case in Telegram's window (the pacer's count, paced_worst) is set aside first. None = no limit. A delivery
     that falls back (Telegram could not fetch the URL: the bytes, then a link) makes one or two calls
     more; Telegram's 429 for those is honoured by the retry (its retry_after)."""
     if telegram.unlimited:
         return None
-    reserved = 0.0 if info.unlimited or info.queue_rate is None else worst_in_window(info.queue_rate, telegram.window)
+    reserved = 0.0 if info.unlimited else paced_worst(info, telegram.window)
     rate = math.floor(telegram.count / telegram.window * 10) / 10
     while rate > 0 and TELEGRAM_CALLS_PER_TASK * worst_in_window(rate, telegram.window) + reserved > telegram.count + 1e-9:
         rate = round(rate - 0.1, 1)

@@ -11,9 +11,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from imagegen.contracts import GENERATION_SHAPE
 from imagegen.i18n import t
 from imagegen.pacer import Pacer
-from imagegen.ratelimits import KIE_CREATE, KIE_INFO, TELEGRAM, TELEGRAM_CALLS_PER_TASK, RateLimit, worst_in_window
+from imagegen.ratelimits import (KIE_CREATE, KIE_INFO, TELEGRAM, TELEGRAM_CALLS_PER_TASK, RateLimit, paced_worst,
+                               worst_in_window)
 from imagegen.settings import Settings, SettingsError
 from tests.support.kie_limits import LimitedKieSimulator, max_in_window
 from tests.support.procstack import ProcStack
@@ -29,9 +31,10 @@ def test_queue_rate_keeps_the_token_bucket_worst_case_inside_the_limit():
         assert limit.queue_rate == rate
         assert -(-rate // 1) + 1 + rate * limit.window <= limit.count
     assert RateLimit.parse("off").queue_rate is None
-    # createTask is paced exactly in Postgres; its queue limit is a ceiling that lets Kie's burst out.
+    # createTask and recordInfo are paced exactly in Postgres (issue 18: the lean shape's poll is a local
+    # activity, which no queue limiter sees); their queue limit is a ceiling that lets Kie's burst out.
     assert RateLimit.parse("20/10").rate_for(KIE_CREATE) == 6.0
-    assert RateLimit.parse("10/1").rate_for(KIE_INFO) == 4.0 and RateLimit.parse("30/1").rate_for(TELEGRAM) == 14.0
+    assert RateLimit.parse("10/1").rate_for(KIE_INFO) == 30.0 and RateLimit.parse("30/1").rate_for(TELEGRAM) == 14.0
     assert RateLimit.parse("off").rate_for(KIE_CREATE) is None
     for bad in ("20", "a/b", "-1/1", "2/10"):
         with pytest.raises(ValueError):
@@ -44,17 +47,19 @@ def test_queue_rate_keeps_the_token_bucket_worst_case_inside_the_limit():
 def test_the_telegram_queue_counts_bot_api_calls_not_activities():
     """Issue 19.5: a delivery sends the picture and edits the status to ✅ (2 calls), and every
     recordInfo poll may edit the "generating" status (1 call): together, in any window, at most
-    TELEGRAM_SEND_LIMIT calls."""
+    TELEGRAM_SEND_LIMIT calls. The polls are paced in Postgres (at most `count` per window: 10 in a
+    second with the defaults), so that many calls are set aside."""
     settings = Settings.from_env(BASE_ENV)
     tg, info = settings.telegram_send_limit, settings.kie_record_info_limit
-    tg_rate, info_rate = settings.queue_rate(TELEGRAM), settings.queue_rate(KIE_INFO)
-    assert (tg.count, tg.window, info_rate) == (30, 1.0, 4.0)
-    calls = TELEGRAM_CALLS_PER_TASK * worst_in_window(tg_rate, tg.window) + worst_in_window(info_rate, tg.window)
+    tg_rate = settings.queue_rate(TELEGRAM)
+    assert (tg.count, tg.window, paced_worst(info, tg.window)) == (30, 1.0, 10)
+    assert paced_worst(RateLimit.parse("20/10"), 1.0) == 20 and paced_worst(RateLimit.parse("10/1"), 2.5) == 30
+    calls = TELEGRAM_CALLS_PER_TASK * worst_in_window(tg_rate, tg.window) + paced_worst(info, tg.window)
     assert calls <= tg.count, (tg_rate, calls)
-    assert tg_rate == 4.5  # the largest such rate in steps of 0.1/s: 4.6 would allow 2 × 10.6 + 9 > 30
-    assert TELEGRAM_CALLS_PER_TASK * worst_in_window(4.6, 1.0) + 9 > 30
-    # (counting activities, as before issue 19, the queue ran at 14/s: 2 × 29 + 9 = 67 calls in a second)
-    assert TELEGRAM_CALLS_PER_TASK * worst_in_window(tg.queue_rate, tg.window) + 9 > tg.count
+    assert tg_rate == 4.0  # the largest such rate in steps of 0.1/s: 4.1 would allow 2 × 10.1 + 10 > 30
+    assert TELEGRAM_CALLS_PER_TASK * worst_in_window(4.1, 1.0) + 10 > 30
+    # (counting activities, as before issue 19, the queue ran at 14/s: 2 × 29 + 10 = 68 calls in a second)
+    assert TELEGRAM_CALLS_PER_TASK * worst_in_window(tg.queue_rate, tg.window) + 10 > tg.count
     # a limit that leaves nothing for deliveries is refused at start, naming the setting
     with pytest.raises(SettingsError, match="TELEGRAM_SEND_LIMIT"):
         Settings.from_env({**BASE_ENV, "TELEGRAM_SEND_LIMIT": "12/1"})
@@ -199,18 +204,27 @@ async def test_a_kind_without_a_limit_runs_on_the_workflows_own_queue(stack):
     assert Settings.from_env({**BASE_ENV, "KIE_RECORD_INFO_LIMIT": "off", "TELEGRAM_SEND_LIMIT": "off"}).direct_kinds == [
         KIE_INFO, TELEGRAM]
 
-    async def queues(direct_kinds):
-        handle, _, chat_id = await stack.start_generation(direct_kinds=direct_kinds)
+    async def queues(direct_kinds, shape=GENERATION_SHAPE):
+        handle, _, chat_id = await stack.start_generation(direct_kinds=direct_kinds, shape=shape)
         assert (await asyncio.wait_for(handle.result(), 30)).outcome == "done"
         assert len(stack.photos_for(chat_id)) == 1
-        return {e.activity_task_scheduled_event_attributes.activity_type.name:
-                e.activity_task_scheduled_event_attributes.task_queue.name
-                for e in (await handle.fetch_history()).events if e.HasField("activity_task_scheduled_event_attributes")}
+        history = await handle.fetch_history()
+        scheduled = {e.activity_task_scheduled_event_attributes.activity_type.name:
+                     e.activity_task_scheduled_event_attributes.task_queue.name
+                     for e in history.events if e.HasField("activity_task_scheduled_event_attributes")}
+        local = [e for e in history.events if e.HasField("marker_recorded_event_attributes")
+                 and e.marker_recorded_event_attributes.marker_name == "core_local_activity"]
+        return scheduled, len(local)
 
     q = stack.task_queue
-    assert await queues([KIE_INFO, TELEGRAM]) == {"create_task": f"{q}-kie-create", "poll_task": q, "deliver": q}
-    assert await queues([]) == {"create_task": f"{q}-kie-create", "poll_task": f"{q}-kie-info",
-                                "deliver": f"{q}-telegram"}
+    # The lean shape (issue 18): recordInfo is a local activity, paced in Postgres, on no queue at all.
+    assert await queues([KIE_INFO, TELEGRAM]) == ({"create_task": f"{q}-kie-create", "deliver": q}, 1)
+    assert await queues([]) == ({"create_task": f"{q}-kie-create", "deliver": f"{q}-telegram"}, 1)
+    # A workflow an older bot started (shape 0, during a rollout) keeps the queues it always had.
+    assert await queues([KIE_INFO, TELEGRAM], shape=0) == ({"create_task": f"{q}-kie-create", "poll_task": q,
+                                                            "deliver": q}, 0)
+    assert await queues([], shape=0) == ({"create_task": f"{q}-kie-create", "poll_task": f"{q}-kie-info",
+                                          "deliver": f"{q}-telegram"}, 0)
 
 
 def test_compose_gives_the_rate_limited_queues_one_partition():

@@ -44,6 +44,12 @@ SCENARIOS = {
     # Recorded after the edit-inputs change (an edit's pictures uploaded to Kie first; issue 16), with
     # one upload whose answer was lost (the activity is retried and reuses what it recorded):
     "edit_album": dict(edit=3, upload_errors=[None, "lost_answer"]),
+    # Recorded with issue 18's lean shape (GenerationInput.shape = LEAN_SHAPE: no patch markers,
+    # recordInfo as a local activity, no "delivering" upsert), with and without a price (CREDITS=on):
+    "shaped_callback": dict(),
+    "shaped_polling_backoff": dict(lose_callback=True, record_info_errors=[500, 429]),
+    "shaped_credits_kie_fail": dict(prompt="a thing [fail]", price=2),
+    "shaped_edit": dict(edit=2),
 }
 
 
@@ -53,13 +59,14 @@ async def record(stack, name: str) -> WorkflowHistory:
     if "telegram_fail" in knobs:
         stack.tg.fail_next(*knobs.pop("telegram_fail"))
     pictures = knobs.pop("edit", 0)
+    price = knobs.pop("price", 0)
     for key, value in knobs.items():
         setattr(stack.kie, key, value)
     if pictures:
         handle, _, _ = await stack.start_edit([make_png(16, 16, seed=60 + i) for i in range(pictures)],
                                               prompt="merge them", model="seedream45_edit", ratio="1:1")
     else:
-        handle, _, _ = await stack.start_generation(prompt=prompt)
+        handle, _, _ = await stack.start_generation(prompt=prompt, price=price)
     await asyncio.wait_for(handle.result(), 30)
     return await handle.fetch_history()
 

@@ -11,6 +11,7 @@ import asyncio
 import pytest
 
 from imagegen.i18n import t
+from tests.support.histories import activity_types
 from workflows.generation import QUEUED_AFTER_SECONDS
 
 
@@ -41,25 +42,20 @@ async def test_callback_path_delivers_one_photo(stack):
     assert row["delivered_message_id"] == stack.photos_for(chat_id)[0].message_id
 
 
-def _activity_types(history) -> list[str]:
-    return [e.activity_task_scheduled_event_attributes.activity_type.name for e in history.events
-            if e.HasField("activity_task_scheduled_event_attributes")]
-
-
 async def test_delivery_shows_the_final_status_itself_and_finish_is_only_the_fallback(stack):
     """Three activities per generation: the delivery also edits the status to "✅". When that edit
     fails, the photo still counts as delivered and the `finish` activity shows the status (retried)."""
     handle, _, chat_id = await stack.start_generation()
     assert (await finished(stack, handle, chat_id)).outcome == "done"
     assert status_text(stack, chat_id) == t("status.done", "ru")
-    assert _activity_types(await handle.fetch_history()) == ["create_task", "poll_task", "deliver"]
+    assert activity_types(await handle.fetch_history()) == ["create_task", "poll_task (local)", "deliver"]
 
     stack.tg.fail_next("editMessageText", 502, "Bad Gateway")  # the delivery's own status edit
     handle, job_id, chat_id = await stack.start_generation(prompt="a second fox")
     assert (await finished(stack, handle, chat_id)).outcome == "done"
     assert len(stack.photos_for(chat_id)) == 1
     assert status_text(stack, chat_id) == t("status.done", "ru")
-    assert _activity_types(await handle.fetch_history()) == ["create_task", "poll_task", "deliver", "finish"]
+    assert activity_types(await handle.fetch_history()) == ["create_task", "poll_task (local)", "deliver", "finish"]
     assert (await stack.repo.get(job_id))["delivered_at"] is not None
 
 

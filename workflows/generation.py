@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         GenerationResult,
         CreditsInput,
         CreditsResult,
+        LEAN_SHAPE,
         PollInput,
         QueueStatusInput,
         StatusProgress,
@@ -54,6 +55,7 @@ CREATE_SCHEDULE_TO_CLOSE = timedelta(minutes=5)
 # whole timeout (30 s), storing the task id (5 s) and the margin (5 s) — activities/generation.py.
 CREATE_START_TO_CLOSE = timedelta(seconds=60)
 POLL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+POLL_START_TO_CLOSE = timedelta(seconds=30)
 # Delivery: retried until it succeeds or an hour has passed (schedule_to_close). Lock-busy retries
 # are one UPDATE each, so the interval is capped low to take over soon after a dead holder's lease.
 # See docs/reliability.md, "Lease, timeouts and retries".
@@ -143,6 +145,7 @@ class GenerationWorkflow:
         self._visible = False  # search attributes / details / metrics (VISIBILITY_PATCH)
         self._direct: frozenset[str] = frozenset()  # kinds of call run on this workflow's own queue
         self._lean = False  # LEAN_FINISH_PATCH (implies VISIBILITY_PATCH and QUEUED_STATUS_PATCH)
+        self._shaped = False  # GenerationInput.shape >= LEAN_SHAPE: issue 18's shape, chosen by the starter
         self._progress_shown: float | None = None  # elapsed seconds at the last "generating" status edit
         self._delivery: workflow.ActivityHandle | None = None  # the deliver activity, once scheduled
         self._uploads: list[UploadedImage] = []  # an edit's pictures on Kie's file host (EDIT_INPUTS_PATCH)
@@ -230,7 +233,10 @@ class GenerationWorkflow:
         # patch implies the older ones (which old histories still answer on their own).
         self._direct = frozenset(inp.direct_kinds)
         self._price = inp.price
-        self._lean = workflow.patched(LEAN_FINISH_PATCH)
+        # A workflow started with LEAN_SHAPE implies every patch (no marker, no TemporalChangeVersion
+        # upsert): its input says which shape it runs, so old histories (shape 0) replay as recorded.
+        self._shaped = inp.shape >= LEAN_SHAPE
+        self._lean = self._shaped or workflow.patched(LEAN_FINISH_PATCH)
         self._visible = self._lean or workflow.patched(VISIBILITY_PATCH)
         try:
             return await self._generate(inp)
@@ -251,12 +257,12 @@ class GenerationWorkflow:
     async def _generate(self, inp: GenerationInput) -> GenerationResult:
         lean = self._lean
         self._move_to("creating", upsert=not lean)  # lean: launch.py started it with GenerationState=creating
-        if inp.price > 0 and workflow.patched(CREDITS_PATCH):
+        if inp.price > 0 and (self._shaped or workflow.patched(CREDITS_PATCH)):
             reserved = await self._credit_step(GenerationActivities.credits_reserve, inp, "reserve")
             if reserved.outcome not in ("reserved", "already"):
                 return await self._finish(inp, "failed", CREDITS_REFUSED)
         image_urls: list[str] = []
-        if inp.images and workflow.patched(EDIT_INPUTS_PATCH):
+        if inp.images and (self._shaped or workflow.patched(EDIT_INPUTS_PATCH)):
             failed = await self._upload_inputs(inp)
             if failed is not None:
                 return failed
@@ -322,15 +328,9 @@ class GenerationWorkflow:
             self._next_poll_at = ""  # due now: nothing is scheduled until the loop waits again
             self._polls += 1
             try:
-                result = await workflow.execute_activity_method(
-                    GenerationActivities.poll_task,
-                    PollInput(job_id=inp.job_id, task_id=self._task_id, tick=self._polls, reason=reason,
-                              progress=self._progress(inp, (workflow.now() - started).total_seconds())),
-                    task_queue=self._queue(ratelimits.KIE_INFO),
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=POLL_RETRY,
-                    summary=f"recordInfo #{self._polls} ({reason})",
-                )
+                result = await self._poll(PollInput(
+                    job_id=inp.job_id, task_id=self._task_id, tick=self._polls, reason=reason,
+                    progress=self._progress(inp, (workflow.now() - started).total_seconds())))
             except ActivityError as err:
                 _raise_if_cancelled(err)
                 self._last_error = f"recordInfo: {_failure_message(err)}"
@@ -351,7 +351,9 @@ class GenerationWorkflow:
             if result.state == "rejected":  # Kie account unusable (key, credits): polling on cannot help
                 return await self._finish(inp, "error", result.error)
 
-        self._move_to("delivering")
+        # The lean shape records no upsert here: "delivering" lasts a second, an operator finds these
+        # as GenerationState=waiting with the query's phase (README, "Operator guide").
+        self._move_to("delivering", upsert=not self._shaped)
         try:
             self._delivery = workflow.start_activity_method(
                 GenerationActivities.deliver,
@@ -378,6 +380,19 @@ class GenerationWorkflow:
             metrics.observe("imagegen_callback_to_delivered_seconds", (workflow.now() - woke_at).total_seconds(),
                             meter=workflow.metric_meter())
         return await self._done(inp, delivered)
+
+    async def _poll(self, poll: PollInput):
+        """One recordInfo call. The lean shape runs it as a local activity in the workflow task that woke
+        up (no activity task, no extra workflow task), paced across processes by the Postgres pacer
+        (activities/generation.py); older shapes on the rate-limited recordInfo queue."""
+        summary = f"recordInfo #{poll.tick} ({poll.reason})"
+        if self._shaped:
+            return await workflow.execute_local_activity_method(
+                GenerationActivities.poll_task, poll, start_to_close_timeout=POLL_START_TO_CLOSE,
+                retry_policy=POLL_RETRY, summary=summary)
+        return await workflow.execute_activity_method(
+            GenerationActivities.poll_task, poll, task_queue=self._queue(ratelimits.KIE_INFO),
+            start_to_close_timeout=POLL_START_TO_CLOSE, retry_policy=POLL_RETRY, summary=summary)
 
     def _delivered(self) -> DeliverResult | None:
         """The delivery's result when it completed (Telegram accepted: nothing after that is cancelled)."""

@@ -17,7 +17,7 @@ import sys
 import time
 
 from tests.bench import scenarios
-from tests.bench.measure import RssSampler
+from tests.bench.measure import RssSampler, counts_text
 from tests.support.procstack import ROOT, RUN_DIR, ProcStack
 from tests.support.services import EmbeddedPostgres, TemporalDevServer, connect_temporal
 from tests.support.telegram_sim import TelegramSimulator
@@ -34,6 +34,7 @@ async def run() -> tuple[list[tuple[str, str, str]], str]:
     users = int(os.environ.get("BENCH_USERS", "200"))
     scale_n = int(os.environ.get("BENCH_SCALE", "5000"))
     runs = int(os.environ.get("BENCH_RUNS", "20"))
+    quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
     workdir = RUN_DIR / "bench"
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
@@ -60,8 +61,13 @@ async def run() -> tuple[list[tuple[str, str, str]], str]:
         pr = await scenarios.product(make_stack, sampler, users, runs, temporal.proc.pid)
         print(f"bench:   {pr}", flush=True)
         print(f"bench: 2b product on the rate-limited queues ({users} at once, limits on but high)…", flush=True)
-        pq = await scenarios.product_on_limited_queues(make_stack, users)
+        pq = await scenarios.product_on_limited_queues(make_stack, users, temporal.proc.pid)
         print(f"bench:   {pq}", flush=True)
+        if quick:  # BENCH_QUICK=1: parts 1, 2 and 2b only (the throughput figures), for trying a change
+            return [], (f"bench(quick): throughput_ratio={pq['throughput'] / fl['throughput']:.2f} "
+                        f"unlimited_ratio={pr['throughput'] / fl['throughput']:.2f} floor={fl['throughput']:.1f} "
+                        f"product={pr['throughput']:.1f} queues={pq['throughput']:.1f} "
+                        f"cpu_queues={pq['cpu_ms']} counts_queues={pq['counts']} counts={pr['counts']}")
         print(f"bench: 3/5 burst under Kie's limits ({users} users)…", flush=True)
         bu = await scenarios.burst_limited(make_stack, users, pr["press_to_photo_p50"])
         print(f"bench:   {bu}", flush=True)
@@ -151,6 +157,9 @@ def write_doc(rows: list[tuple[str, str, str]], last: str) -> None:
 
 def main() -> int:
     rows, last = asyncio.run(run())
+    if not rows:  # BENCH_QUICK: nothing written to docs/performance.md
+        print(last)
+        return 0
     print()
     print(table(rows))
     write_doc(rows, last)

@@ -88,3 +88,35 @@ async def settle(pid: int, *, below_percent: float = 5.0, quiet_for: float = 2.0
     while quiet < quiet_for and loop.time() < deadline:
         await asyncio.sleep(0.5)
         quiet = quiet + 0.5 if proc.cpu_percent(None) < below_percent else 0.0
+
+
+# What a generation costs the server, read from its history (issue 18: measure first).
+COUNTED = {
+    "workflow_tasks": "EVENT_TYPE_WORKFLOW_TASK_COMPLETED",
+    "activity_tasks": "EVENT_TYPE_ACTIVITY_TASK_SCHEDULED",
+    "timers": "EVENT_TYPE_TIMER_STARTED",
+    "upserts": "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES",
+    "markers": "EVENT_TYPE_MARKER_RECORDED",
+}
+
+
+async def history_counts(client, workflow_ids: list[str]) -> dict[str, float]:
+    """Per workflow, averaged over `workflow_ids`: workflow tasks, activity tasks, timers, search
+    attribute upserts, markers (local activities and patches) and all history events."""
+    from temporalio.api.enums.v1 import EventType
+
+    totals = {k: 0 for k in (*COUNTED, "events")}
+    for wid in workflow_ids:
+        history = await client.get_workflow_handle(wid).fetch_history()
+        names = [EventType.Name(e.event_type) for e in history.events]
+        totals["events"] += len(names)
+        for key, name in COUNTED.items():
+            totals[key] += names.count(name)
+    n = max(len(workflow_ids), 1)
+    return {k: v / n for k, v in totals.items()}
+
+
+def counts_text(c: dict[str, float]) -> str:
+    return (f"{c['workflow_tasks']:.1f} workflow tasks, {c['activity_tasks']:.1f} activity tasks, "
+            f"{c['timers']:.1f} timers, {c['upserts']:.1f} upserts, {c['markers']:.1f} markers, "
+            f"{c['events']:.1f} events")

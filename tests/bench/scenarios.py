@@ -16,7 +16,7 @@ from pathlib import Path
 from temporalio.client import Client
 
 from tests.bench.floor import FloorWorkflow
-from tests.bench.measure import RssSampler, cpu_seconds, cpu_split, median, pct, settle
+from tests.bench.measure import RssSampler, cpu_seconds, cpu_split, history_counts, median, pct, settle
 from tests.support.kie_limits import LimitedKieSimulator
 from tests.support.procstack import ROOT, ProcStack
 
@@ -24,7 +24,8 @@ DEFAULT_SCHEDULE = [(30.0, 3.0), (120.0, 8.0), (900.0, 20.0)]  # today's POLL_SC
 LIMITS_OFF = {"KIE_CREATE_LIMIT": "off", "KIE_RECORD_INFO_LIMIT": "off", "TELEGRAM_SEND_LIMIT": "off"}
 LIMITS_DEFAULT = {"KIE_CREATE_LIMIT": "20/10", "KIE_RECORD_INFO_LIMIT": "10/1", "TELEGRAM_SEND_LIMIT": "30/1"}
 # Limits on but far above the load: every call on its rate-limited queue, createTask through the pacer.
-LIMITS_HIGH = {"KIE_CREATE_LIMIT": "1000/1", "KIE_RECORD_INFO_LIMIT": "1000/1", "TELEGRAM_SEND_LIMIT": "1000/1"}
+# (Telegram counts its calls: two per delivery plus the recordInfo progress edits, issue 19.)
+LIMITS_HIGH = {"KIE_CREATE_LIMIT": "1000/1", "KIE_RECORD_INFO_LIMIT": "1000/1", "TELEGRAM_SEND_LIMIT": "3000/1"}
 KIE_WINDOW = (20, 10.0)  # Kie: 20 createTask per 10 s
 WORKFLOW_CACHE = 1000  # the Python SDK's default max_cached_workflows (worker.py keeps it)
 
@@ -84,6 +85,14 @@ class Users:
                 return True
             await asyncio.sleep(0.1)
         return False
+
+
+async def per_generation(ps: ProcStack, chats: set[int], sample: int = 40) -> dict[str, float]:
+    """History counts (workflow tasks, activity tasks, timers, upserts, markers, events) averaged over up
+    to `sample` of these chats' generations."""
+    rows = await ps.pool.fetch("SELECT workflow_id FROM generation_jobs WHERE chat_id = ANY($1::bigint[]) "
+                               "AND workflow_id IS NOT NULL ORDER BY created_at LIMIT $2", list(chats), sample)
+    return await history_counts(ps.client, [r["workflow_id"] for r in rows])
 
 
 def chat_of_task(kie: LimitedKieSimulator) -> dict[str, int]:
@@ -221,19 +230,23 @@ async def product(make_stack, sampler: RssSampler, n: int, runs: int, server_pid
     out.update(all_delivered=ok, delivered=delivered, duplicates=dups, wall=wall, throughput=delivered / wall,
                burst_p50=median(lat) * 1000, burst_p95=pct(lat, 95) * 1000, burst_p99=pct(lat, 99) * 1000,
                polls_per_gen=polls / max(delivered, 1), peak_worker=sampler.peak["worker"], cpu_ms=cpu_ms,
-               peak_bot=sampler.peak["bot"])
+               peak_bot=sampler.peak["bot"], counts=await per_generation(ps, chats))
     await ps.stop()
     return out
 
 
-async def press_all_at_once(ps: ProcStack, n: int, timeout: float) -> tuple[set[int], float, bool]:
+async def press_all_at_once(ps: ProcStack, n: int, timeout: float,
+                            before_press=None) -> tuple[set[int], float, bool]:
     """Real worker.py and bot.py on `ps`, n scripted users brought up to the ratio keyboard, then every
-    tap at once: (their chats, first tap → last photo in seconds, all delivered in time)."""
+    tap at once: (their chats, first tap → last photo in seconds, all delivered in time).
+    `before_press(worker, bot)` runs just before the taps (to start measuring)."""
     worker = await ps.start_worker("worker")
-    await ps.start_bot("bot")
+    bot = await ps.start_bot("bot")
     users = Users(ps)
     await users.prepare(n)
     await settle(worker.pid)
+    if before_press is not None:
+        await before_press(worker, bot)
     start = users.press_all()
     ok = await users.wait_photos(timeout)
     chats = set(users.buttons)
@@ -241,15 +254,25 @@ async def press_all_at_once(ps: ProcStack, n: int, timeout: float) -> tuple[set[
     return chats, (max(photos) - start) if photos else float("nan"), ok
 
 
-async def product_on_limited_queues(make_stack, n: int) -> dict:
+async def product_on_limited_queues(make_stack, n: int, server_pid: int) -> dict:
     """Part 2b: the same n users at once, with the three limits on but far above the load: what the
     pipeline costs in the shape production runs it (no eager dispatch, createTask through the pacer)."""
     ps: ProcStack = await make_stack("queues", kie=BenchKie(api_key="bench-kie-key"), poll_schedule=DEFAULT_SCHEDULE,
                                      extra_env=LIMITS_HIGH)
-    chats, wall, ok = await press_all_at_once(ps, n, 600)
+    pids = {"server": server_pid}
+    cpu: dict[str, float] = {}
+
+    async def measure_from_here(worker, bot) -> None:
+        pids.update(worker=worker.pid, bot=bot.pid, bench=os.getpid())
+        cpu.update(cpu_seconds(pids))
+
+    chats, wall, ok = await press_all_at_once(ps, n, 600, before_press=measure_from_here)
     delivered, dups = delivery_counts(ps, chats)
+    cpu_ms = cpu_split(cpu, cpu_seconds(pids), max(delivered, 1))
+    counts = await per_generation(ps, chats)
     await ps.stop()
-    return dict(all_delivered=ok, delivered=delivered, duplicates=dups, wall=wall, throughput=delivered / wall)
+    return dict(all_delivered=ok, delivered=delivered, duplicates=dups, wall=wall, throughput=delivered / wall,
+                cpu_ms=cpu_ms, counts=counts)
 
 
 # ------------------------------------------------------------------------- burst under Kie limits

@@ -37,6 +37,8 @@ class FaultKie(KieSimulator):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.record_info_times: dict[str, list[float]] = {}
+        # per task: (asked at, answered at, state answered), wall clock as CallbackAttempt.time
+        self.record_info_spans: dict[str, list[tuple[float, float, str]]] = {}
         self.record_info_latency = 0.0  # seconds before recordInfo reads the task's state and answers
         self.create_latency = 0.0
 
@@ -49,9 +51,19 @@ class FaultKie(KieSimulator):
     async def _record_info(self, request: web.Request) -> web.Response:
         task_id = request.query.get("taskId", "")
         self.record_info_times.setdefault(task_id, []).append(time.monotonic())
+        asked = time.time()
         if self.record_info_latency:
             await asyncio.sleep(self.record_info_latency)
-        return await super()._record_info(request)
+        response = await super()._record_info(request)
+        task = self.tasks.get(task_id)
+        self.record_info_spans.setdefault(task_id, []).append((asked, time.time(), task.state if task else ""))
+        return response
+
+    def callback_during_success_poll(self, task_id: str) -> bool:
+        """True when a callback for this task was posted while the first recordInfo that answered success
+        was running (whatever runs the poll: an activity or a local activity)."""
+        polls = [(a, b) for a, b, state in self.record_info_spans.get(task_id, []) if state == "success"]
+        return any(a <= cb.time <= b for a, b in polls[:1] for cb in self.callbacks if cb.task_id == task_id)
 
 
 class FaultTelegram(TelegramSimulator):

@@ -16,7 +16,7 @@ from temporalio.worker import Worker
 from activities.generation import GenerationActivities
 from imagegen.bot.app import build_dispatcher, poll_until_cancelled, start_http
 from imagegen.bot.callback_api import build_http_app
-from imagegen.contracts import GenerationInput, InputImage, workflow_id_for
+from imagegen.contracts import GENERATION_SHAPE, GenerationInput, InputImage, workflow_id_for
 from imagegen.launch import start_generation
 from imagegen.delivery import create_bot
 from imagegen.jobs import JobRepository
@@ -35,16 +35,16 @@ FAST_SCHEDULE = [(2.0, 0.4), (6.0, 1.0), (12.0, 2.0)]
 async def start_generation_workflow(client: Client, bot, task_queue: str, poll_schedule, *, prompt: str,
                                     ratio: str, chat_id: int | None = None, job_id: str | None = None,
                                     direct_kinds: list[str] | None = None, price: int = 0,
-                                    ) -> tuple[WorkflowHandle, str, int]:
+                                    shape: int = GENERATION_SHAPE) -> tuple[WorkflowHandle, str, int]:
     """What the bot does on the ratio tap, minus the conversation: a status message, then the workflow
-    (`price`: its cost in credits, CREDITS=on)."""
+    (`price`: its cost in credits, CREDITS=on; `shape`: 0 runs the shape older histories recorded)."""
     chat_id = chat_id or int(uuid.uuid4().int % 10**9) + 1000
     job_id = job_id or uuid.uuid4().hex[:16]
     status = await bot.send_message(chat_id, "⏳ test status")
     inp = GenerationInput(job_id=job_id, user_id=chat_id, chat_id=chat_id, model="zimage", prompt=prompt,
                           aspect_ratio=ratio, status_message_id=status.message_id,
                           poll_schedule=[[u, i] for u, i in poll_schedule], direct_kinds=list(direct_kinds or []),
-                          price=price)
+                          price=price, shape=shape)
     handle = await start_generation(client, inp, task_queue=task_queue)
     return handle, job_id, chat_id
 
@@ -85,7 +85,7 @@ async def start_edit_workflow(client: Client, bot, repo: JobRepository, task_que
     inp = GenerationInput(job_id=job_id, user_id=chat_id, chat_id=chat_id, model=model, prompt=prompt,
                           aspect_ratio=ratio, status_message_id=status.message_id, options=dict(options or {}),
                           poll_schedule=[[u, i] for u, i in poll_schedule], direct_kinds=list(direct_kinds or []),
-                          images=list(images))
+                          images=list(images), shape=GENERATION_SHAPE)
     handle = await start_generation(client, inp, task_queue=task_queue)
     return handle, job_id, chat_id
 
@@ -166,13 +166,13 @@ class Stack:
 
     async def start_generation(self, prompt: str = "a red fox in snow", ratio: str = "1:1",
                                chat_id: int | None = None, job_id: str | None = None,
-                               direct_kinds: list[str] | None = None, price: int = 0
-                               ) -> tuple[WorkflowHandle, str, int]:
+                               direct_kinds: list[str] | None = None, price: int = 0,
+                               shape: int = GENERATION_SHAPE) -> tuple[WorkflowHandle, str, int]:
         """Start a GenerationWorkflow as the bot would (status message first). Returns (handle, job_id, chat_id).
         Without `direct_kinds` every call goes through its rate-limited queue (the production shape)."""
         return await start_generation_workflow(self.client, self.bot, self.task_queue, self.poll_schedule,
                                                prompt=prompt, ratio=ratio, chat_id=chat_id, job_id=job_id,
-                                               direct_kinds=direct_kinds, price=price)
+                                               direct_kinds=direct_kinds, price=price, shape=shape)
 
     async def start_edit(self, pictures: list[bytes] | None = None, prompt: str = "make it winter", *,
                          images: list[InputImage] | None = None, chat_id: int | None = None,
