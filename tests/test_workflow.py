@@ -10,6 +10,7 @@ import asyncio
 
 import pytest
 
+from imagegen.contracts import GENERATION_SHAPE
 from imagegen.i18n import t
 from tests.support.histories import activity_types
 from workflows.generation import QUEUED_AFTER_SECONDS
@@ -276,3 +277,23 @@ async def test_operator_cancel_tells_the_user_and_records_it(stack):
     assert status_text(stack, chat_id) == t("status.cancelled", "ru")
     assert (await stack.repo.get(job_id))["state"] == "cancelled"
     assert stack.photos_for(chat_id) == []
+
+
+async def test_the_lean_shape_costs_fewer_round_trips_than_the_patched_one(stack):
+    """Issue 18: what `make bench` counts per generation, on the callback path. The lean shape (the
+    input's shape, no patch marker) polls recordInfo in a local activity and upserts only at the phase
+    changes an operator queries; a workflow an older bot started (shape 0) keeps its patched shape."""
+    from tests.bench.measure import history_counts
+
+    stack.kie.delay = 1.0  # the callback comes while the workflow waits on its polling timer...
+    stack.poll_schedule = [(30.0, 10.0)]  # ...which is too slow to matter: the callback wakes it
+
+    async def counts(shape):
+        handle, _, chat_id = await stack.start_generation(shape=shape)
+        assert (await finished(stack, handle, chat_id, timeout=20)).outcome == "done"
+        assert len(stack.photos_for(chat_id)) == 1 and status_text(stack, chat_id) == t("status.done", "ru")
+        return await history_counts(stack.client, [handle.id])
+
+    lean, patched = await counts(GENERATION_SHAPE), await counts(0)
+    assert lean == {"workflow_tasks": 4, "activity_tasks": 2, "timers": 2, "upserts": 2, "markers": 1, "events": 28}
+    assert patched == {"workflow_tasks": 5, "activity_tasks": 3, "timers": 2, "upserts": 4, "markers": 1, "events": 36}

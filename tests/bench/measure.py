@@ -120,3 +120,8 @@ def counts_text(c: dict[str, float]) -> str:
     return (f"{c['workflow_tasks']:.1f} workflow tasks, {c['activity_tasks']:.1f} activity tasks, "
             f"{c['timers']:.1f} timers, {c['upserts']:.1f} upserts, {c['markers']:.1f} markers, "
             f"{c['events']:.1f} events")
+
+
+def counts_fields(c: dict[str, float]) -> str:
+    """The per-generation counts as fields of the machine-readable `bench:` line."""
+    return " ".join(f"{k}_per_gen={c[k]:.1f}" for k in (*COUNTED, "events"))
