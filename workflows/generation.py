@@ -419,6 +419,8 @@ class GenerationWorkflow:
             self._credits = "reserved"
         elif result.outcome in ("captured", "released"):
             self._credits = result.outcome
+        elif result.outcome == "already":  # an attempt whose answer was lost had written it (a retry)
+            self._credits = "captured" if what == "capture" else "released"
         self._show_details()
         return result
 
