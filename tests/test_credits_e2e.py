@@ -12,7 +12,7 @@ import pytest_asyncio
 from imagegen.credits import Ledger
 from imagegen.i18n import t
 from imagegen.refund import refund
-from tests.support.chat import press, wait_text
+from tests.support.chat import answers, press, wait_text
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -128,6 +128,23 @@ async def test_a_user_buys_a_pack_generates_and_a_failure_is_refunded(cstack):
     assert s.tg.star_payments[charge]["refunded"] and await ledger.balance(chat) == FREE - 1
     assert await refund(charge, s.config, out=said.append) == 0 and await ledger.balance(chat) == FREE - 1
     assert await refund("stxNOSUCH", s.config, out=said.append) == 1
+
+
+async def test_the_bot_tells_the_price_and_starts_nothing_when_the_balance_is_too_low(cstack):
+    """The ratio tap asks the dispatcher's ledger (dp["ledger"]) before anything starts."""
+    s = cstack
+    chat = new_chat()
+    await Ledger(s.pool, free_credits=FREE).grant(chat, -FREE, key=f"test-empty-{chat}")
+    await s.start_bot()
+    s.tg.user_send_command(chat, "/start")
+    await press(s, chat, "Z-Image")
+    await wait_text(s, chat, "Опишите")
+    s.tg.user_send_text(chat, "a fox with no credits")
+    await press(s, chat, "1:1")
+    need = t("credits.need", "ru", price=1, balance=0)
+    await s.tg.wait_for(lambda: need in answers(s), timeout=10)
+    assert await s.pool.fetchval("SELECT count(*) FROM generation_jobs WHERE user_id = $1", chat) == 0
+    assert not s.kie.tasks
 
 
 async def test_pre_checkout_is_answered_in_time_under_load_and_a_forged_invoice_is_refused(cstack):
