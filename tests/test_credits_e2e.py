@@ -147,6 +147,24 @@ async def test_the_bot_tells_the_price_and_starts_nothing_when_the_balance_is_to
     assert not s.kie.tasks
 
 
+async def test_the_command_menu_offers_buy_balance_and_paysupport(cstack):
+    """CREDITS=on: the menus published at start (every language) and a chat's after /lang end with
+    the payment commands (with credits off they are absent: tests/test_bot_languages.py)."""
+    s = cstack
+    await s.start_bot()
+    await s.tg.wait_for(lambda: len(s.tg.command_sets) >= 6)
+    names = ["start", "help", "cancel", "history", "lang", "buy", "balance", "paysupport"]
+    for (where, code), menu in s.tg.command_sets.items():
+        lang = "ru" if code in ("ru", "uk", "be", "kk") else "en"
+        assert [c["command"] for c in menu] == names, (where, code)
+        assert [c["description"] for c in menu] == [t(f"cmd.{n}", lang) for n in names], (where, code)
+    chat = new_chat()
+    s.tg.user_send_command(chat, "/lang")
+    await press(s, chat, "English")
+    menu = await s.tg.wait_for(lambda: s.tg.command_sets.get((f"chat:{chat}", "")), timeout=10)
+    assert [c["command"] for c in menu] == names and menu[-1]["description"] == "Help with a payment"
+
+
 async def test_pre_checkout_is_answered_in_time_under_load_and_a_forged_invoice_is_refused(cstack):
     s = cstack
     await s.start_bot()
