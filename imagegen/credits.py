@@ -51,6 +51,15 @@ class Refund:
     balance: int
 
 
+@dataclass(frozen=True)
+class Grant:
+    """outcome: "granted" (now), "already" (this key was granted before: nothing changed)."""
+
+    outcome: str
+    delta: int
+    balance: int
+
+
 class Ledger:
     def __init__(self, pool: asyncpg.Pool, *, free_credits: int = 0) -> None:
         self.pool = pool
@@ -91,14 +100,14 @@ class Ledger:
         async with self.pool.acquire() as conn, conn.transaction():
             return await self._account(conn, user_id)
 
-    async def grant(self, user_id: int, credits: int, key: str, note: str = "") -> int:
+    async def grant(self, user_id: int, credits: int, key: str, note: str = "") -> Grant:
         """An operator's grant (positive) or correction (negative, never below zero), once per `key`."""
         async with self.pool.acquire() as conn, conn.transaction():
             balance = await self._account(conn, user_id)
             delta = max(credits, -balance)
             new = await self._change(conn, key=f"grant:{key}", user_id=user_id, kind="grant", delta=delta,
                                      balance=balance, note=note or None)
-            return balance if new is None else new
+            return Grant("already", 0, balance) if new is None else Grant("granted", delta, new)
 
     async def entries(self, user_id: int, limit: int = 10) -> list[dict]:
         rows = await self.pool.fetch(
