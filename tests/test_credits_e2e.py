@@ -50,6 +50,11 @@ async def test_every_ending_leaves_the_balance_right(cstack):
             after(chat)
         return name, chat, job_id, handle
 
+    # no result within the poll schedule (12 s) → timeout → released: started first, it runs out
+    # while the other endings happen
+    s.kie.delay = 120
+    timed_out = await run("timeout")
+    await s.tg.wait_for(lambda: len(s.kie.tasks) == 1, timeout=10)
     # delivered → captured; Kie fails / refuses the prompt → released; the user blocked the bot →
     # released; the user or an operator cancels → released
     s.kie.delay = 0.3
@@ -71,13 +76,14 @@ async def test_every_ending_leaves_the_balance_right(cstack):
     await cancelled[3].cancel()
     with pytest.raises(Exception):
         await asyncio.wait_for(cancelled[3].result(), 30)
-    for name, chat, job_id, handle in (delivered, failed, refused, undeliverable, cancelled):
+    assert await ending(s, timed_out[3]) == "timeout"
+    for name, chat, job_id, handle in (delivered, failed, refused, undeliverable, cancelled, timed_out):
         results[name] = (await ledger.job_state(job_id), await ledger.balance(chat))
         status = await handle.query("status")
         assert status["credits"] == results[name][0] and status["price"] == 1, (name, status)
     assert results == {
         "delivered": ("captured", FREE - 1), "kie fail": ("released", FREE), "refusal": ("released", FREE),
-        "undeliverable": ("released", FREE), "cancel": ("released", FREE),
+        "undeliverable": ("released", FREE), "cancel": ("released", FREE), "timeout": ("released", FREE),
     }
     # too little balance: the workflow's reservation refuses (no Kie task), the user is told
     poor = new_chat()
