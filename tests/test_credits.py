@@ -101,8 +101,8 @@ def run_grant(dsn: str, cwd, *args: str) -> subprocess.CompletedProcess:
     """`python -m imagegen.grant …` as an operator runs it, with the bot's environment only (cwd: no .env)."""
     env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": dsn, "FREE_CREDITS": "3", "TELEGRAM_BOT_TOKEN": "1:x",
            "KIE_API_KEY": "k", "PUBLIC_BASE_URL": "https://bot.example.com", "CALLBACK_SECRET": "c"}
-    return subprocess.run([sys.executable, "-m", "imagegen.grant", *args], cwd=cwd, env={**env, "PYTHONPATH": str(ROOT)},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "imagegen.grant", *args], cwd=cwd,
+                          env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
 
 
 async def test_the_grant_command_adds_credits_once_per_key_and_refuses_bad_input(pool, pg_dsn, tmp_path):
