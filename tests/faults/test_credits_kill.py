@@ -185,7 +185,8 @@ async def kill_during_every_activity(ps) -> dict[str, dict[str, Any]]:
 
     async def one(cell: str) -> dict[str, Any]:
         async def extra() -> dict[str, Any]:
-            return {"pinned_at_kill": at_kill[cell], "price": PRICE[cell],
+            own = {"kie_tasks": sum(t.prompt == PROMPT[cell] for t in ps.kie.tasks.values())} if cell in PROMPT else {}
+            return {"pinned_at_kill": at_kill[cell], "price": PRICE[cell], **own,
                     **await ledger_figures(ledger, gens[cell], cell)}
         return await tally("worker SIGKILL, credits on", f"during {cell}", gens[cell], ps.tg, ps.dsn,
                            started=t_kill, expect=EXPECT[cell], timeout=150, extra=extra)
@@ -221,6 +222,7 @@ async def test_worker_sigkill_during_an_activity_leaves_the_balance_right(procst
     assert e["pinned_at_kill"] == K, e  # in flight in the killed worker
     assert e["retried"] == K, e  # and retried by the other one
     assert e["ledger_right"] == K and e["balance_right"] == K, e
+    assert e.get("kie_tasks", K) == K, e  # one Kie task each (createTask was held before the task existed)
     settled = "captured" if EXPECT[cell] == "delivered" else "released"
     if cell == STATUS_AFTER_A_REPEATED_SETTLE and e["status_credits"] != {settled: K}:
         pytest.xfail(f"the status query says {e['status_credits']} (the ledger is right): a repeated settle's "
