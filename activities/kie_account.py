@@ -15,7 +15,7 @@ class KieAccountActivities:
 
     @activity.defn(name="check_kie_account")
     async def check_kie_account(self, inp: AccountCheckInput) -> AccountCheckResult:
-        result = await check_account(self.kie, self.ledger, inp.warn_below)
+        result = await check_account(self.kie, self.pool, inp.warn_below)
         result.captured, result.released = await reconcile(self.pool, self.ledger, inp.stale_after_seconds)
         return result
 

@@ -51,6 +51,15 @@ class Refund:
     balance: int
 
 
+@dataclass(frozen=True)
+class Grant:
+    """outcome: "granted" (now), "already" (this key was granted before: nothing changed)."""
+
+    outcome: str
+    delta: int
+    balance: int
+
+
 class Ledger:
     def __init__(self, pool: asyncpg.Pool, *, free_credits: int = 0) -> None:
         self.pool = pool
@@ -91,14 +100,14 @@ class Ledger:
         async with self.pool.acquire() as conn, conn.transaction():
             return await self._account(conn, user_id)
 
-    async def grant(self, user_id: int, credits: int, key: str, note: str = "") -> int:
+    async def grant(self, user_id: int, credits: int, key: str, note: str = "") -> Grant:
         """An operator's grant (positive) or correction (negative, never below zero), once per `key`."""
         async with self.pool.acquire() as conn, conn.transaction():
             balance = await self._account(conn, user_id)
             delta = max(credits, -balance)
             new = await self._change(conn, key=f"grant:{key}", user_id=user_id, kind="grant", delta=delta,
                                      balance=balance, note=note or None)
-            return balance if new is None else new
+            return Grant("already", 0, balance) if new is None else Grant("granted", delta, new)
 
     async def entries(self, user_id: int, limit: int = 10) -> list[dict]:
         rows = await self.pool.fetch(
@@ -198,14 +207,11 @@ class Ledger:
             await conn.execute("UPDATE star_payments SET refunded_at = now() WHERE charge_id = $1", charge_id)
             return Refund("refunded", taken, balance if new is None else new)
 
-    # -- the Kie account --------------------------------------------------------------------------
-
-    async def kie_account(self) -> dict:
-        row = await self.pool.fetchrow("SELECT credits, out_of_credits, checked_at, reason FROM kie_account WHERE id = 1")
-        return dict(row) if row else {"credits": None, "out_of_credits": False, "checked_at": None, "reason": None}
+    # -- compatibility ------------------------------------------------------------------------------
 
     async def set_kie_account(self, *, out_of_credits: bool, credits: float | None = None, reason: str = "") -> None:
-        await self.pool.execute(
-            "INSERT INTO kie_account (id, credits, out_of_credits, checked_at, reason) VALUES (1, $1, $2, now(), $3)"
-            " ON CONFLICT (id) DO UPDATE SET credits = COALESCE($1, kie_account.credits), out_of_credits = $2,"
-            " checked_at = now(), reason = $3", credits, out_of_credits, reason or None)
+        """Kept for activities/generation.py until it calls imagegen.kie_account.set_account: the Kie
+        account's state is not a user ledger concern."""
+        from imagegen.kie_account import set_account
+
+        await set_account(self.pool, out_of_credits=out_of_credits, credits=credits, reason=reason)

@@ -51,7 +51,21 @@ class AccountCheckResult:
     released: int = 0
 
 
-async def check_account(kie, ledger: Ledger, warn_below: float) -> AccountCheckResult:
+async def account(pool: asyncpg.Pool) -> dict:
+    """The `kie_account` row: what the last check (or a createTask's 402) learned."""
+    row = await pool.fetchrow("SELECT credits, out_of_credits, checked_at, reason FROM kie_account WHERE id = 1")
+    return dict(row) if row else {"credits": None, "out_of_credits": False, "checked_at": None, "reason": None}
+
+
+async def set_account(pool: asyncpg.Pool, *, out_of_credits: bool, credits: float | None = None,
+                      reason: str = "") -> None:
+    await pool.execute(
+        "INSERT INTO kie_account (id, credits, out_of_credits, checked_at, reason) VALUES (1, $1, $2, now(), $3)"
+        " ON CONFLICT (id) DO UPDATE SET credits = COALESCE($1, kie_account.credits), out_of_credits = $2,"
+        " checked_at = now(), reason = $3", credits, out_of_credits, reason or None)
+
+
+async def check_account(kie, pool: asyncpg.Pool, warn_below: float) -> AccountCheckResult:
     """Ask Kie for the balance and record it; Kie unreachable changes nothing (the row keeps its state)."""
     from imagegen.kie import KieError
 
@@ -59,14 +73,13 @@ async def check_account(kie, ledger: Ledger, warn_below: float) -> AccountCheckR
         credits = await kie.credit()
     except KieError as exc:
         if exc.code == 402:
-            await ledger.set_kie_account(out_of_credits=True, credits=0, reason="credit endpoint: 402")
+            await set_account(pool, out_of_credits=True, credits=0, reason="credit endpoint: 402")
             log_event("kie-account", "KIE_CREDITS_OUT", severity=logging.WARNING, reason="402")
             return AccountCheckResult(credits=0, out_of_credits=True)
         log_event("kie-account", "KIE_CREDITS_UNKNOWN", severity=logging.WARNING, error=str(exc)[:200])
         return AccountCheckResult(error=str(exc)[:200])
     out = credits <= 0
-    await ledger.set_kie_account(out_of_credits=out, credits=credits,
-                                 reason="balance is 0" if out else "")
+    await set_account(pool, out_of_credits=out, credits=credits, reason="balance is 0" if out else "")
     metrics.gauge("imagegen_kie_credits", float(credits))
     if credits < warn_below:
         log_event("kie-account", "KIE_CREDITS_LOW", severity=logging.WARNING, credits=credits, warn_below=warn_below)

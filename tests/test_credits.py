@@ -4,13 +4,19 @@ or raced; balances never negative; prices and packs as data."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
 from imagegen.credits import Ledger
 from imagegen.models import MODELS
 from imagegen.prices import PACKS, PRICES, price
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def user() -> int:
@@ -89,3 +95,37 @@ async def test_the_balance_has_a_floor_at_zero_in_the_database_too(pool):
     await Ledger(pool, free_credits=1).balance(u)
     with pytest.raises(asyncpg.CheckViolationError):
         await pool.execute("UPDATE credit_accounts SET balance = -1 WHERE user_id = $1", u)
+
+
+def run_grant(dsn: str, cwd, *args: str) -> subprocess.CompletedProcess:
+    """`python -m imagegen.grant …` as an operator runs it, with the bot's environment only (cwd: no .env)."""
+    env = {"PATH": os.environ.get("PATH", ""), "DATABASE_URL": dsn, "FREE_CREDITS": "3", "TELEGRAM_BOT_TOKEN": "1:x",
+           "KIE_API_KEY": "k", "PUBLIC_BASE_URL": "https://bot.example.com", "CALLBACK_SECRET": "c"}
+    return subprocess.run([sys.executable, "-m", "imagegen.grant", *args], cwd=cwd,
+                          env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+
+
+async def test_the_grant_command_adds_credits_once_per_key_and_refuses_bad_input(pool, pg_dsn, tmp_path):
+    ledger, u = Ledger(pool, free_credits=3), user()
+    assert await ledger.balance(u) == 3
+    key = f"ticket-{uuid.uuid4().hex[:8]}"
+    first = await asyncio.to_thread(run_grant, pg_dsn, tmp_path, str(u), "7", "--reason", "outage", "--key", key)
+    again = await asyncio.to_thread(run_grant, pg_dsn, tmp_path, str(u), "7", "--reason", "outage", "--key", key)
+    assert (first.returncode, again.returncode) == (0, 0), (first.stderr, again.stderr)
+    assert "+7" in first.stdout and "already granted" in again.stdout
+    assert await ledger.balance(u) == 10
+    (entry,) = [e for e in await ledger.entries(u) if e["kind"] == "grant"]
+    assert (entry["delta"], entry["note"]) == (7, "outage")
+    for bad, says in ((["abc", "5"], "not a Telegram user id"), ([str(u), "0"], "between 1 and"),
+                      ([str(u), "-3"], "between 1 and"), ([str(u), "2.5"], "not a whole number")):
+        done = await asyncio.to_thread(run_grant, pg_dsn, tmp_path, *bad)
+        assert done.returncode == 2 and says in done.stderr, (bad, done.stderr)
+    assert await ledger.balance(u) == 10
+    # a database without the credit tables (migrations not applied): said so, nothing else
+    empty = f"grant_empty_{uuid.uuid4().hex[:8]}"
+    await pool.execute(f"CREATE DATABASE {empty}")
+    try:
+        done = await asyncio.to_thread(run_grant, pg_dsn.rsplit("/", 1)[0] + f"/{empty}", tmp_path, str(u), "5")
+        assert done.returncode == 1 and "credit tables are missing" in done.stderr, done.stderr
+    finally:
+        await pool.execute(f"DROP DATABASE {empty}")

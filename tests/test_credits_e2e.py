@@ -12,7 +12,7 @@ import pytest_asyncio
 from imagegen.credits import Ledger
 from imagegen.i18n import t
 from imagegen.refund import refund
-from tests.support.chat import press, wait_text
+from tests.support.chat import answers, press, wait_text
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
@@ -50,6 +50,11 @@ async def test_every_ending_leaves_the_balance_right(cstack):
             after(chat)
         return name, chat, job_id, handle
 
+    # no result within the poll schedule (12 s) → timeout → released: started first, it runs out
+    # while the other endings happen
+    s.kie.delay = 120
+    timed_out = await run("timeout")
+    await s.tg.wait_for(lambda: len(s.kie.tasks) == 1, timeout=10)
     # delivered → captured; Kie fails / refuses the prompt → released; the user blocked the bot →
     # released; the user or an operator cancels → released
     s.kie.delay = 0.3
@@ -71,13 +76,14 @@ async def test_every_ending_leaves_the_balance_right(cstack):
     await cancelled[3].cancel()
     with pytest.raises(Exception):
         await asyncio.wait_for(cancelled[3].result(), 30)
-    for name, chat, job_id, handle in (delivered, failed, refused, undeliverable, cancelled):
+    assert await ending(s, timed_out[3]) == "timeout"
+    for name, chat, job_id, handle in (delivered, failed, refused, undeliverable, cancelled, timed_out):
         results[name] = (await ledger.job_state(job_id), await ledger.balance(chat))
         status = await handle.query("status")
         assert status["credits"] == results[name][0] and status["price"] == 1, (name, status)
     assert results == {
         "delivered": ("captured", FREE - 1), "kie fail": ("released", FREE), "refusal": ("released", FREE),
-        "undeliverable": ("released", FREE), "cancel": ("released", FREE),
+        "undeliverable": ("released", FREE), "cancel": ("released", FREE), "timeout": ("released", FREE),
     }
     # too little balance: the workflow's reservation refuses (no Kie task), the user is told
     poor = new_chat()
@@ -128,6 +134,41 @@ async def test_a_user_buys_a_pack_generates_and_a_failure_is_refunded(cstack):
     assert s.tg.star_payments[charge]["refunded"] and await ledger.balance(chat) == FREE - 1
     assert await refund(charge, s.config, out=said.append) == 0 and await ledger.balance(chat) == FREE - 1
     assert await refund("stxNOSUCH", s.config, out=said.append) == 1
+
+
+async def test_the_bot_tells_the_price_and_starts_nothing_when_the_balance_is_too_low(cstack):
+    """The ratio tap asks the dispatcher's ledger (dp["ledger"]) before anything starts."""
+    s = cstack
+    chat = new_chat()
+    await Ledger(s.pool, free_credits=FREE).grant(chat, -FREE, key=f"test-empty-{chat}")
+    await s.start_bot()
+    s.tg.user_send_command(chat, "/start")
+    await press(s, chat, "Z-Image")
+    await wait_text(s, chat, "Опишите")
+    s.tg.user_send_text(chat, "a fox with no credits")
+    await press(s, chat, "1:1")
+    need = t("credits.need", "ru", price=1, balance=0)
+    await s.tg.wait_for(lambda: need in answers(s), timeout=10)
+    assert await s.pool.fetchval("SELECT count(*) FROM generation_jobs WHERE user_id = $1", chat) == 0
+    assert not s.kie.tasks
+
+
+async def test_the_command_menu_offers_buy_balance_and_paysupport(cstack):
+    """CREDITS=on: the menus published at start (every language) and a chat's after /lang end with
+    the payment commands (with credits off they are absent: tests/test_bot_languages.py)."""
+    s = cstack
+    await s.start_bot()
+    await s.tg.wait_for(lambda: len(s.tg.command_sets) >= 6)
+    names = ["start", "help", "cancel", "history", "lang", "buy", "balance", "paysupport"]
+    for (where, code), menu in s.tg.command_sets.items():
+        lang = "ru" if code in ("ru", "uk", "be", "kk") else "en"
+        assert [c["command"] for c in menu] == names, (where, code)
+        assert [c["description"] for c in menu] == [t(f"cmd.{n}", lang) for n in names], (where, code)
+    chat = new_chat()
+    s.tg.user_send_command(chat, "/lang")
+    await press(s, chat, "English")
+    menu = await s.tg.wait_for(lambda: s.tg.command_sets.get((f"chat:{chat}", "")), timeout=10)
+    assert [c["command"] for c in menu] == names and menu[-1]["description"] == "Help with a payment"
 
 
 async def test_pre_checkout_is_answered_in_time_under_load_and_a_forged_invoice_is_refused(cstack):

@@ -14,18 +14,18 @@ from imagegen.bot import generation as bot_generation
 from imagegen.credits import Ledger
 from imagegen.i18n import t
 from imagegen.kie import KieClient, KieError
-from imagegen.kie_account import AccountCheckInput, AccountCheckResult, check_account, reconcile, schedule_for
+from imagegen.kie_account import (AccountCheckInput, AccountCheckResult, account, check_account, reconcile,
+                                  schedule_for, set_account)
 from tests.support.chat import press, wait_text
 from tests.support.kie_sim import KieSimulator
 
 
 @pytest.fixture
 async def ledger(pool):
-    ledger = Ledger(pool)
-    await ledger.set_kie_account(out_of_credits=False, reason="test start")
-    yield ledger
-    await ledger.set_kie_account(out_of_credits=False, reason="test over")  # never leave the bot closed
-    bot_generation._kie_flag["at"] = -1e9
+    await set_account(pool, out_of_credits=False, reason="test start")
+    yield Ledger(pool)
+    await set_account(pool, out_of_credits=False, reason="test over")  # never leave the bot closed
+    bot_generation._kie_flag.invalidate()
 
 
 async def test_the_simulator_spends_credits_and_answers_402_as_kie(ledger):
@@ -51,15 +51,15 @@ async def test_the_check_records_the_balance_warns_when_low_and_settles_stale_re
         client = KieClient(kie.base_url, "k")
         try:
             kie.credits = 40
-            result = await check_account(client, ledger, warn_below=100)
+            result = await check_account(client, pool, warn_below=100)
             assert (result.credits, result.out_of_credits) == (40, False)
             assert any("KIE_CREDITS_LOW" in r.getMessage() for r in caplog.records)
             kie.credits = 0
-            assert (await check_account(client, ledger, warn_below=100)).out_of_credits
-            assert (await ledger.kie_account())["out_of_credits"] is True
+            assert (await check_account(client, pool, warn_below=100)).out_of_credits
+            assert (await account(pool))["out_of_credits"] is True
             kie.credits = 500
-            assert not (await check_account(client, ledger, warn_below=100)).out_of_credits
-            assert (await ledger.kie_account())["credits"] == 500
+            assert not (await check_account(client, pool, warn_below=100)).out_of_credits
+            assert (await account(pool))["credits"] == 500
         finally:
             await client.close()
     # a reservation nobody settled (its workflow was terminated) is given back once it is stale
@@ -69,6 +69,20 @@ async def test_the_check_records_the_balance_warns_when_low_and_settles_stale_re
                        f"reserve:{job}")
     captured, released = await reconcile(pool, ledger, 2 * 3600)
     assert released >= 1 and await ledger.job_state(job) == "released" and await ledger.balance(user) == 3
+
+
+async def test_the_bot_reads_the_flag_at_most_every_ttl_unless_invalidated(ledger, pool):
+    flag = bot_generation.KieFlag(ttl=60)
+    await set_account(pool, out_of_credits=True, reason="test")
+    assert await flag.out_of_credits(pool) is True
+    await set_account(pool, out_of_credits=False, reason="test")
+    assert await flag.out_of_credits(pool) is True  # within the ttl: the row is not read again
+    flag.invalidate()
+    assert await flag.out_of_credits(pool) is False
+    await set_account(pool, out_of_credits=True, reason="test")
+    flag["at"] = -1e9  # the old dict's idiom (tests/support/stack.py) still invalidates
+    assert await flag.out_of_credits(pool) is True
+    assert await bot_generation.KieFlag(ttl=60).out_of_credits(None) is False  # no database: not closed
 
 
 def test_the_schedule_starts_the_check_every_n_minutes():
@@ -93,8 +107,8 @@ async def test_kie_out_of_credits_closes_the_bot_until_a_check_sees_credits(stac
     await stack.tg.wait_for(lambda: len(stack.photos_for(chat)) == 1, timeout=30)
     await ask("a second fox")  # createTask answers 402: this one fails, the user is told, the bot closes
     await wait_text(stack, chat, t("status.unavailable", "ru"), timeout=30, exact=True)
-    assert (await ledger.kie_account())["out_of_credits"] is True
-    bot_generation._kie_flag["at"] = -1e9
+    assert (await account(stack.pool))["out_of_credits"] is True  # the createTask activity closed it
+    bot_generation._kie_flag.invalidate()
     jobs_before = await stack.pool.fetchval("SELECT count(*) FROM generation_jobs WHERE user_id = $1", chat)
     tasks_before = stack.kie.create_calls
     await ask("a third fox")  # refused at once: no job, no workflow, no Kie call
@@ -108,6 +122,6 @@ async def test_kie_out_of_credits_closes_the_bot_until_a_check_sees_credits(stac
                                                  id=f"kie-check-{uuid.uuid4().hex[:8]}", task_queue=stack.task_queue,
                                                  result_type=AccountCheckResult)
     assert result.credits == 10 and not result.out_of_credits
-    bot_generation._kie_flag["at"] = -1e9
+    bot_generation._kie_flag.invalidate()
     await ask("a fourth fox")
     await stack.tg.wait_for(lambda: len(stack.photos_for(chat)) == 2, timeout=30)

@@ -169,7 +169,7 @@ async def run_bot(
                 allowed_updates=dp.resolve_used_update_types(),
             )
             log.info("WEBHOOK_SET path=%s", WEBHOOK_PATH)
-            await publish_commands(bot)
+            await publish_commands(bot, settings)
         else:
 
             async def lead() -> None:

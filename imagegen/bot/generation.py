@@ -16,7 +16,7 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import CallbackQuery, Message
 from temporalio.client import Client
 
-from imagegen import metrics
+from imagegen import kie_account, metrics
 from imagegen.contracts import GenerationInput, InputImage, workflow_id_for
 from imagegen.i18n import t
 from imagegen.jobs import Admission, JobRepository
@@ -75,20 +75,40 @@ async def _show_status(message: Message, job_id: str, text: str) -> None:
 
 
 KIE_FLAG_TTL_SECONDS = 5.0
-_kie_flag: dict[str, float | bool] = {"at": -1e9, "out": False}
 
 
-async def kie_out_of_credits(pool) -> bool:
-    """Whether the Kie account is known to be out of credits (the kie_account row), read at most
-    every KIE_FLAG_TTL_SECONDS; a database that does not answer says no (the admission then speaks)."""
-    now = time.monotonic()
-    if now - float(_kie_flag["at"]) > KIE_FLAG_TTL_SECONDS:
-        try:
-            out = await pool.fetchval("SELECT out_of_credits FROM kie_account WHERE id = 1")
-        except Exception:
-            out = False
-        _kie_flag.update(at=now, out=bool(out))
-    return bool(_kie_flag["out"])
+class KieFlag:
+    """Whether the Kie account is known to be out of credits (the kie_account row,
+    imagegen/kie_account.py), read at most every `ttl` seconds; a database that does not answer says
+    no (the admission then speaks). invalidate(): the next ask reads the row again."""
+
+    def __init__(self, ttl: float = KIE_FLAG_TTL_SECONDS) -> None:
+        self.ttl = ttl
+        self._read_at: float | None = None
+        self._out = False
+
+    def invalidate(self) -> None:
+        self._read_at = None
+
+    def __setitem__(self, key: str, value: float) -> None:
+        """tests/support/stack.py still writes ``_kie_flag["at"] = -1e9`` (the dict this class
+        replaced): the same as invalidate(). Remove once it calls invalidate()."""
+        if key != "at":
+            raise KeyError(key)
+        self.invalidate()
+
+    async def out_of_credits(self, pool) -> bool:
+        now = time.monotonic()
+        if self._read_at is None or now - self._read_at > self.ttl:
+            try:
+                out = (await kie_account.account(pool))["out_of_credits"]
+            except Exception:
+                out = False
+            self._read_at, self._out = now, bool(out)
+        return self._out
+
+
+_kie_flag = KieFlag()  # one per bot process
 
 
 async def submit(
@@ -99,13 +119,15 @@ async def submit(
     temporal: Client,
     settings: Settings,
     jobs: JobRepository | None,
+    ledger: Ledger | None = None,
     fresh_status: bool = False,
 ) -> bool:
     """Admit, show the status, start the workflow, answer the button. True when the generation runs
     (now or from an earlier press of the same button).
 
     `status_message` becomes the status message (the tapped menu, or a message just sent for "Again":
-    `fresh_status`, where a refusal is written into it instead of a popup)."""
+    `fresh_status`, where a refusal is written into it instead of a popup). `ledger`: the dispatcher's
+    (dp["ledger"], set with CREDITS=on)."""
     chat_id, status_message_id = status_message.chat.id, status_message.message_id
     job_id = job_id_for(status_message)
     user_id = query.from_user.id
@@ -119,15 +141,15 @@ async def submit(
             await query.answer(text, show_alert=True)
         return False
 
-    if jobs is not None and await kie_out_of_credits(jobs.pool):
+    if jobs is not None and await _kie_flag.out_of_credits(jobs.pool):
         # Kie's account is out of credits (imagegen/kie_account.py): every generation would fail.
         log_event(job_id, "JOB_REFUSED_KIE_CREDITS", user_id=user_id)
         return await refuse(t("status.unavailable", req.lang))
 
     price = generation_price(settings, req.model.key, options)
-    if price and jobs is not None:
+    if price and ledger is not None:
         # Told before anything starts; the workflow's reservation is what really takes the credits.
-        balance = await Ledger(jobs.pool, free_credits=settings.free_credits).balance(user_id)
+        balance = await ledger.balance(user_id)
         if balance < price:
             log_event(job_id, "JOB_REFUSED_CREDITS", user_id=user_id, price=price, balance=balance)
             return await refuse(t("credits.need", req.lang, price=price, balance=balance))

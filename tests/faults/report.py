@@ -21,7 +21,8 @@ from tests.faults.matrix import ROOT, results_path
 START, END = "<!-- matrix:start -->", "<!-- matrix:end -->"
 ORDER = [
     "duplicate callbacks", "callback + poll race", "callback lost", "callback early", "two workers",
-    "deploy overlap", "worker SIGKILL mid-delivery", "Telegram 429", "Telegram 5xx / timeouts", "Telegram 403",
+    "deploy overlap", "worker SIGKILL mid-delivery", "worker SIGKILL, credits on", "Telegram 429",
+    "Telegram 5xx / timeouts", "Telegram 403",
     "URL rejected / bytes fail", "Kie fail / 5xx / 429", "Postgres restart", "Temporal restart", "bot down",
     "Postgres outage under the polling bot", "bot crash between admit and start", "ambiguous start",
 ]

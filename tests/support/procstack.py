@@ -323,11 +323,12 @@ class ProcStack:
         return int(uuid.uuid4().int % 10**9) + 10_000
 
     async def start_generation(self, prompt: str = "a red fox in snow", ratio: str = "1:1",
-                               chat_id: int | None = None) -> Generation:
-        """Start a GenerationWorkflow as the bot would (status message first), directly through Temporal."""
+                               chat_id: int | None = None, price: int = 0) -> Generation:
+        """Start a GenerationWorkflow as the bot would (status message first), directly through Temporal
+        (`price`: its cost in credits, for workers with CREDITS=on)."""
         handle, job_id, chat_id = await start_generation_workflow(
             self.client, self.bot, self.task_queue, self.poll_schedule, prompt=prompt, ratio=ratio,
-            chat_id=chat_id or self.new_chat_id())
+            chat_id=chat_id or self.new_chat_id(), price=price)
         return Generation(job_id, chat_id, handle)
 
     async def user_generation(self, chat_id: int | None = None, prompt: str = "a lighthouse at dusk",

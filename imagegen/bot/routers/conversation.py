@@ -18,6 +18,7 @@ from imagegen.bot.keyboards import back_keyboard, models_keyboard, option_keyboa
 from imagegen.bot.pictures import images_from_data
 from imagegen.bot.prompts import looks_split, prompt_problem, too_long, within_window
 from imagegen.bot.states import Flow
+from imagegen.credits import Ledger
 from imagegen.i18n import t
 from imagegen.jobs import JobRepository
 from imagegen.models import ImageModel, get_model
@@ -114,7 +115,8 @@ async def on_option(query: CallbackQuery, callback_data: OptionChoice, state: FS
 
 
 async def on_ratio(query: CallbackQuery, callback_data: RatioChoice, state: FSMContext, temporal: Client,
-                   settings: Settings, lang: str = "ru", jobs: JobRepository | None = None) -> None:
+                   settings: Settings, lang: str = "ru", jobs: JobRepository | None = None,
+                   ledger: Ledger | None = None) -> None:
     data = await state.get_data()
     model = get_model(data.get("model"))
     prompt = data.get("prompt")
@@ -128,7 +130,7 @@ async def on_ratio(query: CallbackQuery, callback_data: RatioChoice, state: FSMC
         return
     req = Request(model=model, prompt=prompt, ratio=ratio, lang=lang, options=data.get("options") or {},
                   images=images)
-    if await submit(query, query.message, req, temporal=temporal, settings=settings, jobs=jobs):
+    if await submit(query, query.message, req, temporal=temporal, settings=settings, jobs=jobs, ledger=ledger):
         await state.clear()
 
 

@@ -11,6 +11,7 @@ from imagegen.bot.generation import edit_text
 from imagegen.bot.keyboards import language_keyboard
 from imagegen.bot.menu import publish_chat_commands
 from imagegen.i18n import LANGS, t
+from imagegen.settings import Settings
 from imagegen.users import UserRepository
 
 
@@ -19,7 +20,7 @@ async def on_lang(message: Message) -> None:
 
 
 async def on_lang_choice(query: CallbackQuery, callback_data: LangChoice, bot: Bot,
-                         users: UserRepository | None = None) -> None:
+                         users: UserRepository | None = None, settings: Settings | None = None) -> None:
     lang = callback_data.lang
     if lang not in LANGS or not isinstance(query.message, Message):
         await query.answer(t("stale_button"))
@@ -28,7 +29,7 @@ async def on_lang_choice(query: CallbackQuery, callback_data: LangChoice, bot: B
         await users.set_lang(query.from_user.id, lang)
     await edit_text(query.message, t("lang.set", lang))
     await query.answer()
-    await publish_chat_commands(bot, query.message.chat.id, lang)
+    await publish_chat_commands(bot, query.message.chat.id, lang, settings)
 
 
 def build() -> Router:

@@ -17,6 +17,7 @@ from imagegen.bot.resend import resend_result
 from imagegen.bot.routers.edits import start_with
 from imagegen.bot.states import Flow
 from imagegen.contracts import InputImage
+from imagegen.credits import Ledger
 from imagegen.i18n import t
 from imagegen.jobs import JobRepository, job_options
 from imagegen.logs import log_event
@@ -38,7 +39,7 @@ def result_picture(message: Message, job: dict) -> InputImage | None:
 
 async def on_result_action(query: CallbackQuery, callback_data: ResultAction, state: FSMContext, bot: Bot,
                            temporal: Client, settings: Settings, lang: str = "ru",
-                           jobs: JobRepository | None = None) -> None:
+                           jobs: JobRepository | None = None, ledger: Ledger | None = None) -> None:
     job = await jobs.get_for_user(callback_data.job, query.from_user.id) if jobs else None
     model = get_model(job["model"]) if job else None
     if job is None or model is None or not isinstance(query.message, Message):
@@ -52,7 +53,8 @@ async def on_result_action(query: CallbackQuery, callback_data: ResultAction, st
         req = Request(model=model, prompt=job["prompt"], ratio=job["aspect_ratio"], lang=lang, options=options,
                       images=images)
         status = await bot.send_message(chat, t("status.started", model=model.title(lang), ratio=req.ratio))
-        if await submit(query, status, req, temporal=temporal, settings=settings, jobs=jobs, fresh_status=True):
+        if await submit(query, status, req, temporal=temporal, settings=settings, jobs=jobs, ledger=ledger,
+                        fresh_status=True):
             await state.clear()
     elif action == "prompt":  # same model and options, a new description
         await state.set_state(Flow.writing_prompt)
