@@ -44,7 +44,7 @@ from imagegen.i18n import t
 from imagegen.jobs import JobRepository
 from imagegen.outcomes import ROW_STATE, status_text
 from imagegen.kie import ACCOUNT_CODES, KieClient, KieError, parse_kie_state
-from imagegen import metrics, ratelimits
+from imagegen import kie_account, metrics, ratelimits
 from imagegen.logs import log_event
 from imagegen.redact import redact, register_settings
 from imagegen.models import MODELS
@@ -193,7 +193,7 @@ class GenerationActivities:
             if not exc.retryable:
                 await self.repo.set_state(inp.job_id, "fail", error=redact(exc))
                 if exc.code == 402:  # Kie is out of credits: the bot admits nothing until a check sees credits
-                    await self.ledger.set_kie_account(out_of_credits=True, reason="createTask answered 402")
+                    await kie_account.set_account(self.repo.pool, out_of_credits=True, reason="createTask answered 402")
                     log_event(inp.job_id, "KIE_CREDITS_OUT", severity=logging.WARNING, reason="createTask 402")
                 # KieRejected: this request was refused (the user is told why); KieUnusable: the
                 # account is (401 key, 402 credits, 505 feature) — the user sees "unavailable".

@@ -206,12 +206,3 @@ class Ledger:
                                      note=f"{pay['stars']} XTR refunded")
             await conn.execute("UPDATE star_payments SET refunded_at = now() WHERE charge_id = $1", charge_id)
             return Refund("refunded", taken, balance if new is None else new)
-
-    # -- compatibility ------------------------------------------------------------------------------
-
-    async def set_kie_account(self, *, out_of_credits: bool, credits: float | None = None, reason: str = "") -> None:
-        """Kept for activities/generation.py until it calls imagegen.kie_account.set_account: the Kie
-        account's state is not a user ledger concern."""
-        from imagegen.kie_account import set_account
-
-        await set_account(self.pool, out_of_credits=out_of_credits, credits=credits, reason=reason)

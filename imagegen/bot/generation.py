@@ -90,13 +90,6 @@ class KieFlag:
     def invalidate(self) -> None:
         self._read_at = None
 
-    def __setitem__(self, key: str, value: float) -> None:
-        """tests/support/stack.py still writes ``_kie_flag["at"] = -1e9`` (the dict this class
-        replaced): the same as invalidate(). Remove once it calls invalidate()."""
-        if key != "at":
-            raise KeyError(key)
-        self.invalidate()
-
     async def out_of_credits(self, pool) -> bool:
         now = time.monotonic()
         if self._read_at is None or now - self._read_at > self.ttl:

@@ -55,7 +55,7 @@ async def reset_kie_account(pool) -> None:
     from imagegen.bot import generation as bot_generation
 
     await pool.execute("UPDATE kie_account SET out_of_credits = false, reason = 'test stack start'")
-    bot_generation._kie_flag["at"] = -1e9
+    bot_generation._kie_flag.invalidate()
 
 
 def user_pictures(tg: TelegramSimulator, chat_id: int, pictures: list[bytes]) -> list[InputImage]:
