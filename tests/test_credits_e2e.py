@@ -9,6 +9,7 @@ import uuid
 import pytest
 import pytest_asyncio
 
+from imagegen.bot import generation as bot_generation
 from imagegen.credits import Ledger
 from imagegen.i18n import t
 from imagegen.refund import refund
@@ -186,3 +187,49 @@ async def test_pre_checkout_is_answered_in_time_under_load_and_a_forged_invoice_
     forged = dict(invoices[0], total_amount=1)  # a payload for another price
     ok, charge, _ = await s.tg.user_pay(forged["chat_id"], forged)
     assert not ok and charge is None
+
+
+async def test_kie_out_of_credits_mid_burst_charges_nobody_for_a_failure_and_refuses_new_requests(cstack):
+    """Issue 17: eight users at once while Kie's account holds credits for four. The four that Kie
+    created are delivered and charged; the others get 402, are told "unavailable" and given their
+    price back; a request after that is refused politely before anything starts."""
+    s = cstack
+    ledger = Ledger(s.pool, free_credits=FREE)
+    s.kie.credits = 4
+    await s.start_bot()
+    chats = [new_chat() for _ in range(8)]
+
+    async def ask(chat: int, prompt: str) -> None:
+        s.tg.user_send_command(chat, "/start")
+        await press(s, chat, "Z-Image")
+        await wait_text(s, chat, "Опишите")
+        s.tg.user_send_text(chat, prompt)
+        await press(s, chat, "1:1")
+
+    await asyncio.gather(*(ask(chat, f"a fox number {i}") for i, chat in enumerate(chats)))
+    done, unavailable = t("status.done", "ru"), t("status.unavailable", "ru")
+
+    def endings():
+        texts = {chat: [m.get("text") for m in s.tg.messages(chat)] for chat in chats}
+        return {chat: "done" if done in x else "unavailable" if unavailable in x else None for chat, x in texts.items()}
+
+    await s.tg.wait_for(lambda: None not in endings().values(), timeout=60)
+    await asyncio.sleep(1.0)  # nothing more arrives: one picture each at most
+    ended = endings()
+    delivered = [chat for chat, e in ended.items() if e == "done"]
+    assert len(delivered) == 4 and all(len(s.photos_for(chat)) == 1 for chat in delivered)
+    assert all(not s.photos_for(chat) for chat in chats if chat not in delivered)
+    balances = {chat: await ledger.balance(chat) for chat in chats}
+    assert all(balances[chat] == FREE - 1 for chat in delivered)  # charged once for the picture
+    assert all(balances[chat] == FREE for chat in chats if chat not in delivered)  # the failure given back
+    kinds = await s.pool.fetch("SELECT kind, count(*) AS n FROM credit_entries WHERE user_id = ANY($1::bigint[]) "
+                               "AND job_id IS NOT NULL GROUP BY kind", chats)
+    assert {r["kind"]: r["n"] for r in kinds} == {"reserve": 8, "capture": 4, "release": 4}
+    # The bot is closed now: a new request is told "unavailable" at once, and nothing starts.
+    bot_generation._kie_flag.invalidate()
+    late = new_chat()
+    calls = s.kie.create_calls
+    await ask(late, "one more fox")
+    await s.tg.wait_for(lambda: any(a.get("text") == unavailable for a in s.tg.answered_callbacks), timeout=10)
+    assert await s.pool.fetchval("SELECT count(*) FROM generation_jobs WHERE user_id = $1", late) == 0
+    assert s.kie.create_calls == calls and await ledger.balance(late) == FREE

@@ -295,7 +295,9 @@ class GenerationWorkflow:
                     queued = True
                     await self._queue_status(inp, "queued")
             self._task_id = await create
-            if queued:
+            # The lean shape leaves "started" to the first poll's "🎨 generating" edit (or the picture):
+            # in a burst those edits were a third of the Telegram queue's work (docs/performance.md).
+            if queued and not self._shaped:
                 await self._queue_status(inp, "started")
         except ActivityError as err:
             _raise_if_cancelled(err)
