@@ -64,6 +64,9 @@ MIN_CREATE_CALL_SECONDS = 5.0
 # A recordInfo poll waits at most this long for its slot in Kie's window (the lean shape's poll is a
 # local activity: its workflow task stays open meanwhile); beyond, the attempt is retried when it frees.
 INFO_MAX_WAIT_SECONDS = 3.0
+# A delivery cancelled while its request is on the way to Telegram waits this long for the answer:
+# an accepted picture makes the generation done (never "cancelled" with a picture in the chat).
+CANCEL_GRACE_SECONDS = 5.0
 
 
 def _memo(details: object, key: str, kind: type) -> dict | None:
@@ -98,6 +101,17 @@ async def _cancel_proof(job_id: str, work) -> object:
             if current is not None:
                 current.uncancel()
     return result
+
+
+async def _answer_in_flight(send: asyncio.Future, grace: float):
+    """The result of a send already under way when its activity was cancelled, if Telegram answers
+    within `grace` seconds and accepted it; None otherwise (the send is then stopped)."""
+    try:
+        async with asyncio.timeout(grace):
+            return await asyncio.shield(send)
+    except (Exception, asyncio.CancelledError):
+        send.cancel()
+        return None
 
 
 def _retry_delay(err: RetryableDeliveryError) -> timedelta | None:
@@ -337,7 +351,10 @@ class GenerationActivities:
         try:
             try:
                 async with asyncio.timeout(max(budget.remaining(deadline) - budget.RECORD_RESERVE_SECONDS, 1.0)):
-                    result = await send
+                    # Shielded: a cancel of the activity does not drop a request already on its way to
+                    # Telegram (it is given CANCEL_GRACE_SECONDS to answer, below); the lease keeper
+                    # and the timeout still stop it.
+                    result = await asyncio.shield(send)
             except TimeoutError:
                 await self.repo.release_delivery_lock(inp.job_id, owner, error="delivery attempt timed out")
                 log_event(inp.job_id, "DELIVER_RETRY", error="attempt budget exceeded")
@@ -354,12 +371,20 @@ class GenerationActivities:
                 raise ApplicationError(redact(exc), type="RetryableDeliveryError",
                                        next_retry_delay=_retry_delay(exc), category=BENIGN) from None
             except asyncio.CancelledError:
-                if not keeper.lost or asyncio.current_task().cancelling():
+                current = asyncio.current_task()
+                if keeper.lost and not current.cancelling():
+                    # The lease could not be kept: stop here, a later attempt delivers.
+                    raise ApplicationError(f"delivery stopped: {keeper.lost}", type="RetryableDeliveryError",
+                                           category=BENIGN) from None
+                # Cancelled (UI, CLI, /cancel) while sending: if Telegram accepts the request in
+                # flight within the grace, the picture is in the chat and the attempt completes as
+                # delivered (the workflow ends done); otherwise nothing was sent and the cancel stands.
+                result = await _answer_in_flight(send, CANCEL_GRACE_SECONDS)
+                if result is None:
                     await asyncio.shield(self.repo.release_delivery_lock(inp.job_id, owner))
                     raise
-                # The lease could not be kept: stop here, a later attempt delivers.
-                raise ApplicationError(f"delivery stopped: {keeper.lost}", type="RetryableDeliveryError",
-                                       category=BENIGN) from None
+                current.uncancel()
+                log_event(inp.job_id, "DELIVER_CANCEL_TOO_LATE", reason="Telegram accepted the picture in flight")
             except BaseException:
                 await asyncio.shield(self.repo.release_delivery_lock(inp.job_id, owner))
                 raise

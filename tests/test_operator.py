@@ -187,7 +187,19 @@ async def test_cancel_while_polling(cstack):
     handle, job_id, chat_id = await cstack.start_generation()
     await cstack.tg.wait_for(lambda: any(cstack.kie.record_info_times.values()), timeout=15)
     await handle.cancel()
-    await assert_cancelled_cleanly(cstack, handle, job_id, chat_id)
+    # The lean shape's poll runs inside the workflow task (a local activity, issue 18): the cancel is
+    # seen once it returns, and the picture it found may already be on its way to Telegram. Either
+    # way the ending is consistent: cancelled with nothing in the chat, or done with the one picture
+    # Telegram accepted in flight — never "cancelled" with a picture (the CI run that found it).
+    try:
+        await asyncio.wait_for(handle.result(), 30)
+        ended_done = True
+    except Exception:
+        ended_done = False
+    if ended_done:
+        await _assert_delivered_despite_cancel(cstack, handle, job_id, chat_id)
+    else:
+        await assert_cancelled_cleanly(cstack, handle, job_id, chat_id)
     assert sum(len(v) for v in cstack.kie.record_info_times.values()) == 1  # no poll after the cancel
 
 
