@@ -39,7 +39,10 @@ def remaining(deadline: float) -> float:
 
 
 def heartbeat(details: dict | None = None) -> None:
-    """Heartbeat the running activity with a copy of `details` (a memo a later attempt reads), if any."""
+    """Heartbeat the running activity with a copy of `details` (a memo a later attempt reads), if any.
+    A local activity (the lean shape's poll) has nowhere to send it: nothing is done."""
+    if activity.info().is_local:
+        return
     activity.heartbeat(dict(details)) if details else activity.heartbeat()
 
 

@@ -288,10 +288,7 @@ class GenerationActivities:
             raise ApplicationError("recordInfo window full", type="KieRateLimited", category=BENIGN,
                                    next_retry_delay=timedelta(seconds=max(delay - INFO_MAX_WAIT_SECONDS, 0.5)))
         if delay > 0.05:
-            if activity.info().is_local:  # a local activity's heartbeat goes nowhere: a plain, short sleep
-                await asyncio.sleep(delay)
-            else:
-                await budget.sleep_heartbeating(delay)
+            await budget.sleep_heartbeating(delay)
 
     async def _show_progress(self, job_id: str, p: StatusProgress) -> None:
         """"Generating, N s so far" on the status message. Cosmetic: a refusal is only logged."""
