@@ -1,0 +1,125 @@
+"""imagegen/sandbox.py: the lean sandbox answers what the stock one answers and still sandboxes.
+
+A payload codec that records every serialization context it is given (the data converter asks the
+workflow instance for one per payload sequence) runs the same workflow under the stock
+SandboxedWorkflowRunner and under LeanSandboxedWorkflowRunner: same contexts, same result, and the
+workflow still runs in the sandbox (a restricted call still fails its workflow task).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import timedelta
+from typing import Sequence
+
+import pytest
+from temporalio import activity, workflow
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.converter import (
+    ActivitySerializationContext,
+    DataConverter,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+    WorkflowSerializationContext,
+)
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+
+from imagegen.sandbox import LeanSandboxedWorkflowRunner
+
+
+class RecordingCodec(PayloadCodec, WithSerializationContext):
+    def __init__(self, seen: list, context: SerializationContext | None = None) -> None:
+        self.seen, self.context = seen, context
+
+    def with_context(self, context: SerializationContext) -> "RecordingCodec":
+        return RecordingCodec(self.seen, context)
+
+    def _note(self, direction: str) -> None:
+        c = self.context
+        if isinstance(c, ActivitySerializationContext):
+            self.seen.append((direction, "activity", c.activity_type, c.activity_id, c.activity_task_queue, c.is_local))
+        elif isinstance(c, WorkflowSerializationContext):
+            self.seen.append((direction, "workflow"))
+        else:
+            self.seen.append((direction, type(c).__name__))
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        self._note("encode")
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        self._note("decode")
+        return list(payloads)
+
+
+@activity.defn(name="sandbox_probe_step")
+async def step(n: int) -> int:
+    return n * 10
+
+
+@workflow.defn(name="SandboxProbeWorkflow")
+class ProbeWorkflow:
+    def __init__(self) -> None:
+        self._go = 0
+
+    @workflow.signal
+    def go(self, n: int) -> None:
+        self._go = n
+
+    @workflow.run
+    async def run(self, n: int) -> list:
+        a = await workflow.execute_activity(step, n, start_to_close_timeout=timedelta(seconds=10))
+        b = await workflow.execute_local_activity(step, n + 1, start_to_close_timeout=timedelta(seconds=10))
+        await workflow.wait_condition(lambda: self._go > 0)
+        return [a, b, self._go, workflow.unsafe.in_sandbox()]
+
+
+@workflow.defn(name="SandboxRestrictedWorkflow")
+class RestrictedWorkflow:
+    @workflow.run
+    async def run(self) -> str:
+        import os
+
+        return os.getcwd()  # restricted in the sandbox: the workflow task fails
+
+
+async def _run(client: Client, runner, seen: list) -> list:
+    codec_client = Client(**{**client.config(), "data_converter": dataclasses.replace(
+        DataConverter.default, payload_codec=RecordingCodec(seen))})
+    queue = f"sandbox-{uuid.uuid4().hex[:8]}"
+    async with Worker(codec_client, task_queue=queue, workflows=[ProbeWorkflow], activities=[step],
+                      workflow_runner=runner):
+        handle = await codec_client.start_workflow(ProbeWorkflow.run, 4, id=f"probe-{queue}", task_queue=queue)
+        await handle.signal(ProbeWorkflow.go, 7)
+        return await handle.result()
+
+
+async def test_lean_runner_gives_the_stock_runners_contexts_and_result(temporal_env):
+    stock_seen: list = []
+    lean_seen: list = []
+    stock = await _run(temporal_env.client, SandboxedWorkflowRunner(), stock_seen)
+    lean = await _run(temporal_env.client, LeanSandboxedWorkflowRunner(), lean_seen)
+    assert stock == lean == [40, 50, 7, True]
+    # Activity contexts carry the activity's id and queue, which differ per run: compare by shape.
+    def shape(seen):
+        return sorted((s[0], s[1], s[2] if len(s) > 2 else "", s[5] if len(s) > 5 else "") for s in seen)
+    assert any(s[1] == "activity" for s in lean_seen), lean_seen  # the question is asked and answered
+    assert shape(lean_seen) == shape(stock_seen)
+
+
+async def test_lean_runner_still_restricts_workflow_code(temporal_env):
+    queue = f"sandbox-r-{uuid.uuid4().hex[:8]}"
+    client = temporal_env.client
+    async with Worker(client, task_queue=queue, workflows=[RestrictedWorkflow],
+                      workflow_runner=LeanSandboxedWorkflowRunner()):
+        handle = await client.start_workflow(RestrictedWorkflow.run, id=f"restricted-{queue}", task_queue=queue,
+                                             execution_timeout=timedelta(seconds=5))
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()  # the workflow task keeps failing (restricted), the run times out
+        history = await handle.fetch_history()
+        failed = [e for e in history.events if e.HasField("workflow_task_failed_event_attributes")]
+        assert failed and "RestrictedWorkflowAccessError" in str(failed[0].workflow_task_failed_event_attributes)
