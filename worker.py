@@ -37,6 +37,7 @@ from imagegen.migrate import apply_migrations
 from imagegen import kie_account
 from imagegen.retention import ensure_schedule
 from imagegen.sandbox import LeanSandboxedWorkflowRunner
+from imagegen.telegram_pacing import telegram_pacing
 from imagegen.settings import Settings, SettingsError
 from imagegen.temporal_connect import connect_process
 from workflows.generation import GenerationWorkflow
@@ -55,7 +56,7 @@ async def activity_resources(settings: Settings, dsn: str):
     """The per-process shared resources, closed on exit."""
     pool = await create_pool(dsn, **settings.pool_options())
     bot = create_bot(settings.telegram_bot_token.get_secret_value(), settings.telegram_api_base,
-                     timeout=settings.telegram_timeout_seconds)
+                     timeout=settings.telegram_timeout_seconds, pacing=telegram_pacing(settings, pool))
     kie = KieClient(settings.kie_api_base, settings.kie_api_key.get_secret_value())
     acts = GenerationActivities(settings=settings, repo=JobRepository(pool), kie=kie, bot=bot)
     try:

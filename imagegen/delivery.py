@@ -257,8 +257,10 @@ async def send_result(
                                  max_bytes=max_bytes, download_timeout=download_timeout, allow_private=allow_private)
 
 
-def create_bot(token: str, api_base: str, *, timeout: float = 30.0) -> Bot:
-    """The real aiogram Bot, pointed at `api_base` (Telegram, or the local Bot API simulator)."""
+def create_bot(token: str, api_base: str, *, timeout: float = 30.0, pacing=None) -> Bot:
+    """The real aiogram Bot, pointed at `api_base` (Telegram, or the local Bot API simulator).
+    `pacing`: a request middleware run before the call is counted (the worker's Telegram pacer,
+    imagegen/telegram_pacing.py), so a call the pacer refuses is not counted as Telegram's."""
     from aiogram.client.session.aiohttp import AiohttpSession
     from aiogram.client.telegram import TelegramAPIServer
 
@@ -266,5 +268,7 @@ def create_bot(token: str, api_base: str, *, timeout: float = 30.0) -> Bot:
     from .telegram_metrics import CountingMiddleware
 
     session = AiohttpSession(api=TelegramAPIServer.from_base(api_base), timeout=timeout)
+    if pacing is not None:
+        session.middleware(pacing)
     session.middleware(CountingMiddleware())
     return Bot(token, session=session)

@@ -15,6 +15,7 @@ The pipeline's metrics (README, "Operator guide", lists them with their labels):
 - imagegen_callbacks_total{verdict}                   bot: accepted / bad_token / bad_signature / ...
 - imagegen_kie_calls_total{endpoint,status}           Kie client: HTTP status or body code
 - imagegen_telegram_calls_total{method,status}        aiogram session: ok / error code / network
+- imagegen_telegram_paced_total{outcome}              worker's Bot: a send waited for its slot / was refused (window full)
 
 Without a runtime (tests, METRICS_PORT=0) every call here is a no-op.
 """

@@ -31,12 +31,17 @@ KIE_CREATE = "kie-create"
 KIE_INFO = "kie-info"
 TELEGRAM = "telegram"
 KINDS = (KIE_CREATE, KIE_INFO, TELEGRAM)
-# Kinds whose window is long enough that the token bucket would waste much of the provider's burst:
-# an exact sliding window in Postgres (imagegen/pacer.py) shapes them; their queue limit is a ceiling.
 # Kinds whose every call takes a slot in the Postgres pacer (imagegen/pacer.py): createTask (Kie's
-# window is refused, not queued) and recordInfo (issue 18: the lean shape polls in a local activity,
-# which no task-queue limiter sees; queued polls of older workflows take slots as well).
-PACED = frozenset({KIE_CREATE, KIE_INFO})
+# window is refused, not queued), recordInfo (issue 18: the lean shape polls in a local activity,
+# which no task-queue limiter sees; queued polls of older workflows take slots as well) and Telegram's
+# sends and edits from the worker. A paced kind's queue limit is only a ceiling (Telegram's queue,
+# used by workflows started before issue 18, keeps its call-counting rate: Settings.queue_rate).
+PACED = frozenset({KIE_CREATE, KIE_INFO, TELEGRAM})
+# Paced kinds that need no rate-limited queue at all: each call takes its slot itself, wherever it runs,
+# so a generation runs their activities on its own task queue (eager dispatch; Settings.direct_kinds).
+# Telegram (issue 18): every send or edit of the worker's Bot takes a slot (imagegen/telegram_pacing.py).
+# createTask keeps its queue: the queue caps how many attempts wait for a slot in each process.
+PACED_ANYWHERE = frozenset({TELEGRAM})
 # A paced queue's server limit: this many times the provider's average rate, so that a full window's
 # count is dispatched within a few seconds (20/10 → 6/s: Kie's burst of 20 in about 2 s).
 PACED_CEILING = 3.0

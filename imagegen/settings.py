@@ -290,9 +290,12 @@ class Settings(BaseSettings):
 
     @property
     def direct_kinds(self) -> list[str]:
-        """The kinds of call without a limit: a generation runs them on its own workflow task queue
-        (GenerationInput.direct_kinds), where the server can hand the activity over eagerly."""
-        return [kind for kind, limit in self.rate_limits.items() if limit.unlimited]
+        """The kinds of call that need no rate-limited queue: without a limit, or paced in Postgres by
+        each call wherever it runs (ratelimits.PACED_ANYWHERE: Telegram). A generation runs them on its
+        own workflow task queue (GenerationInput.direct_kinds), where the server hands the activity
+        over eagerly."""
+        return [kind for kind, limit in self.rate_limits.items()
+                if limit.unlimited or kind in ratelimits.PACED_ANYWHERE]
 
     @property
     def temporal_tls_enabled(self) -> bool:

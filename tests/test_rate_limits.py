@@ -31,10 +31,12 @@ def test_queue_rate_keeps_the_token_bucket_worst_case_inside_the_limit():
         assert limit.queue_rate == rate
         assert -(-rate // 1) + 1 + rate * limit.window <= limit.count
     assert RateLimit.parse("off").queue_rate is None
-    # createTask and recordInfo are paced exactly in Postgres (issue 18: the lean shape's poll is a local
-    # activity, which no queue limiter sees); their queue limit is a ceiling that lets Kie's burst out.
+    # createTask, recordInfo and Telegram's sends are paced exactly in Postgres (issue 18: the lean shape's
+    # poll is a local activity and the Telegram activities run on the workflow's queue, which no queue
+    # limiter sees); a paced kind's queue limit is a ceiling that lets the provider's burst out. (The
+    # Telegram queue of older workflows keeps its call-counting rate: Settings.queue_rate, next test.)
     assert RateLimit.parse("20/10").rate_for(KIE_CREATE) == 6.0
-    assert RateLimit.parse("10/1").rate_for(KIE_INFO) == 30.0 and RateLimit.parse("30/1").rate_for(TELEGRAM) == 14.0
+    assert RateLimit.parse("10/1").rate_for(KIE_INFO) == 30.0 and RateLimit.parse("30/1").rate_for(TELEGRAM) == 90.0
     assert RateLimit.parse("off").rate_for(KIE_CREATE) is None
     for bad in ("20", "a/b", "-1/1", "2/10"):
         with pytest.raises(ValueError):
@@ -134,6 +136,63 @@ async def test_the_pacer_keeps_an_exact_window_across_pools_and_gives_back_far_s
             await p.close()
 
 
+async def test_the_workers_telegram_sends_keep_one_window_across_processes(pg_dsn):
+    """Telegram's send limit in Postgres (imagegen/telegram_pacing.py): two Bots with their own pools
+    (as two worker processes have) share one window, here 5 sends per 0.5 s. 20 sends and edits at
+    once reach the simulator never more than 5 in a window, the whole burst used; reading calls
+    (getMe) are not paced; a send whose slot is further away than it may wait fails as Telegram's
+    flood control would (TelegramRetryAfter with the wait) without reaching Telegram, and is not
+    counted as a Telegram call."""
+    import asyncpg
+    from aiogram.exceptions import TelegramRetryAfter
+
+    from imagegen.delivery import create_bot
+    from imagegen.telegram_pacing import PacingMiddleware
+    from tests.support.telegram_sim import TelegramSimulator
+
+    name = f"tg-test-{time.monotonic_ns()}"
+    limit = RateLimit(5, 0.5)
+    tg = TelegramSimulator(token=f"{time.monotonic_ns() % 10**9}:PACING")
+    await tg.start()
+    pools = [await asyncpg.create_pool(pg_dsn, min_size=1, max_size=4) for _ in range(2)]
+    bots = [create_bot(tg.token, tg.base_url, pacing=PacingMiddleware(Pacer(p, name, limit, margin=0.05), max_wait=wait))
+            for p, wait in zip(pools, (5.0, 5.0))]
+    try:
+        sent = [await bots[0].send_message(1000 + i, f"status {i}") for i in range(2)]
+        await asyncio.sleep(0.6)  # an empty window
+        tg.calls.clear()
+        started = time.time()
+        await asyncio.gather(*(bots[i % 2].send_message(2000 + i, f"hello {i}") for i in range(16)),
+                             *(bots[i % 2].edit_message_text(text=f"edited {i}", chat_id=1000 + i, message_id=m.message_id)
+                               for i, m in enumerate(sent)),
+                             *(bots[i % 2].get_me() for i in range(2)))
+        sends = [c.time for c in tg.calls if c.method in ("sendMessage", "editMessageText")]
+        assert len(sends) == 18
+        assert max_in_window(sends, 0.5) <= 5
+        offsets = sorted(t - started for t in sends)
+        assert offsets[4] < 0.4 and offsets[5] >= 0.45  # the window's whole count at once, then the next window
+        first_get_me = min(c.time for c in tg.calls if c.method == "getMe") - started
+        assert first_get_me < 0.4  # not queued behind the sends
+        # The window is full for the next ~0.5 s: a send that may wait 0.1 s is refused before Telegram.
+        await asyncio.sleep(0.6)
+        await asyncio.gather(*(bots[0].send_message(3000 + i, "fill") for i in range(5)))  # 5 at one instant
+        impatient = create_bot(tg.token, tg.base_url,
+                               pacing=PacingMiddleware(Pacer(pools[1], name, limit, margin=0.05), max_wait=0.1))
+        try:
+            before = len(tg.calls)
+            with pytest.raises(TelegramRetryAfter) as refused:
+                await impatient.send_message(4000, "too soon")
+            assert refused.value.retry_after >= 1 and len(tg.calls) == before
+        finally:
+            await impatient.session.close()
+    finally:
+        for b in bots:
+            await b.session.close()
+        for p in pools:
+            await p.close()
+        await tg.stop()
+
+
 def test_max_in_window():
     assert max_in_window([0, 0.5, 9.9, 10.0, 10.1], 10) == 4  # 0.5 … 10.1
     assert max_in_window([0, 0.5, 9.9, 10.0, 10.1], 5) == 3
@@ -198,9 +257,10 @@ async def test_a_rate_limited_confirmation_is_retried_not_left_to_the_next_poll(
 
 
 async def test_a_kind_without_a_limit_runs_on_the_workflows_own_queue(stack):
-    """The bot passes the kinds whose limit is `off` (Settings.direct_kinds); the workflow schedules
-    those on its own task queue (eager dispatch), the others on their rate-limited queues."""
-    assert Settings.from_env(BASE_ENV).direct_kinds == []
+    """The bot passes the kinds that need no rate-limited queue (Settings.direct_kinds): those whose
+    limit is `off`, and Telegram, paced in Postgres by each call (imagegen/telegram_pacing.py); the
+    workflow schedules those on its own task queue (eager dispatch), the others on their queues."""
+    assert Settings.from_env(BASE_ENV).direct_kinds == [TELEGRAM]
     assert Settings.from_env({**BASE_ENV, "KIE_RECORD_INFO_LIMIT": "off", "TELEGRAM_SEND_LIMIT": "off"}).direct_kinds == [
         KIE_INFO, TELEGRAM]
 
@@ -219,6 +279,8 @@ async def test_a_kind_without_a_limit_runs_on_the_workflows_own_queue(stack):
     q = stack.task_queue
     # The lean shape (issue 18): recordInfo is a local activity, paced in Postgres, on no queue at all.
     assert await queues([KIE_INFO, TELEGRAM]) == ({"create_task": f"{q}-kie-create", "deliver": q}, 1)
+    assert await queues([TELEGRAM]) == ({"create_task": f"{q}-kie-create", "deliver": q}, 1)  # the default limits
+    # A bot from before the Telegram pacer (during a rollout) keeps the Telegram queue.
     assert await queues([]) == ({"create_task": f"{q}-kie-create", "deliver": f"{q}-telegram"}, 1)
     # A workflow an older bot started (shape 0, during a rollout) keeps the queues it always had.
     assert await queues([KIE_INFO, TELEGRAM], shape=0) == ({"create_task": f"{q}-kie-create", "poll_task": q,

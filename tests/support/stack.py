@@ -21,8 +21,10 @@ from imagegen.launch import start_generation
 from imagegen.delivery import create_bot
 from imagegen.jobs import JobRepository
 from imagegen.kie import KieClient
+from imagegen import ratelimits
 from imagegen.ratelimits import RateLimit
 from imagegen.settings import Settings
+from imagegen.telegram_pacing import telegram_pacing
 from imagegen.uploads import input_records
 from tests.support.kie_sim import KieSimulator
 from tests.support.services import free_port
@@ -30,6 +32,9 @@ from tests.support.telegram_sim import TelegramSimulator
 from worker import build_workers
 
 FAST_SCHEDULE = [(2.0, 0.4), (6.0, 1.0), (12.0, 2.0)]
+# What a bot with the default limits passes (Settings.direct_kinds): Telegram is paced in Postgres by
+# each call (imagegen/telegram_pacing.py), so its activities need no rate-limited queue.
+PRODUCTION_DIRECT = [ratelimits.TELEGRAM]
 
 
 async def start_generation_workflow(client: Client, bot, task_queue: str, poll_schedule, *, prompt: str,
@@ -84,7 +89,8 @@ async def start_edit_workflow(client: Client, bot, repo: JobRepository, task_que
                           options=options or {}, input_files=input_records(images))
     inp = GenerationInput(job_id=job_id, user_id=chat_id, chat_id=chat_id, model=model, prompt=prompt,
                           aspect_ratio=ratio, status_message_id=status.message_id, options=dict(options or {}),
-                          poll_schedule=[[u, i] for u, i in poll_schedule], direct_kinds=list(direct_kinds or []),
+                          poll_schedule=[[u, i] for u, i in poll_schedule],
+                          direct_kinds=list(PRODUCTION_DIRECT if direct_kinds is None else direct_kinds),
                           images=list(images), shape=GENERATION_SHAPE)
     handle = await start_generation(client, inp, task_queue=task_queue)
     return handle, job_id, chat_id
@@ -138,7 +144,8 @@ class Stack:
         await self.kie.start()
         await self.tg.start()
         self.config = self.settings(**self.settings_overrides)
-        self.bot = create_bot(self.config.telegram_bot_token.get_secret_value(), self.config.telegram_api_base, timeout=10)
+        self.bot = create_bot(self.config.telegram_bot_token.get_secret_value(), self.config.telegram_api_base, timeout=10,
+                              pacing=telegram_pacing(self.config, self.pool))
         self.kie_client = KieClient(self.config.kie_api_base, self.config.kie_api_key.get_secret_value())
         self.activities = GenerationActivities(settings=self.config, repo=self.repo, kie=self.kie_client, bot=self.bot)
         self._runner = await start_http(build_http_app(self.client, self.config.callback_secret.get_secret_value()), "127.0.0.1", self.http_port)
@@ -169,10 +176,12 @@ class Stack:
                                direct_kinds: list[str] | None = None, price: int = 0,
                                shape: int = GENERATION_SHAPE) -> tuple[WorkflowHandle, str, int]:
         """Start a GenerationWorkflow as the bot would (status message first). Returns (handle, job_id, chat_id).
-        Without `direct_kinds` every call goes through its rate-limited queue (the production shape)."""
+        Without `direct_kinds`, the production shape with its default limits (PRODUCTION_DIRECT: the
+        Telegram activities on the workflow's own queue, createTask on its rate-limited queue)."""
         return await start_generation_workflow(self.client, self.bot, self.task_queue, self.poll_schedule,
                                                prompt=prompt, ratio=ratio, chat_id=chat_id, job_id=job_id,
-                                               direct_kinds=direct_kinds, price=price, shape=shape)
+                                               direct_kinds=PRODUCTION_DIRECT if direct_kinds is None else direct_kinds,
+                                               price=price, shape=shape)
 
     async def start_edit(self, pictures: list[bytes] | None = None, prompt: str = "make it winter", *,
                          images: list[InputImage] | None = None, chat_id: int | None = None,
