@@ -8,7 +8,8 @@ bucket that never exceeds Kie's window wastes about a third of Kie's allowance i
     slot(k) = max(now, slot(k - count) + window + margin)
 
 under a transaction-scoped advisory lock, so any ``window`` seconds hold at most ``count`` slots, for
-all worker processes together (the clock is the database's). The caller then sleeps until its slot
+all worker processes together (the clock is the database's): one call of the SQL function
+``take_rate_slot`` (migrations/008), one round trip. The caller then sleeps until its slot
 (activities: ``budget.sleep_heartbeating``, so a cancel still reaches it).
 ``margin`` covers the time between the slot and the request reaching Kie (event-loop lag, HTTP).
 
@@ -28,21 +29,8 @@ from imagegen.ratelimits import RateLimit
 
 MARGIN_SECONDS = 0.25
 
-_RESERVE = """
-WITH nth AS (
-    SELECT at FROM rate_slots WHERE name = $1 ORDER BY at DESC OFFSET $2 - 1 LIMIT 1
-), slot AS (
-    SELECT greatest(clock_timestamp(), coalesce((SELECT at FROM nth) + make_interval(secs => $3),
-                                                clock_timestamp())) AS at
-), taken AS (
-    INSERT INTO rate_slots (name, at)
-    SELECT $1, at FROM slot WHERE at <= clock_timestamp() + make_interval(secs => $4)
-    RETURNING at
-)
-SELECT (SELECT count(*) FROM taken) > 0 AS taken,
-       extract(epoch FROM (SELECT at FROM slot) - clock_timestamp())::float8 AS delay
-"""
-_PURGE = "DELETE FROM rate_slots WHERE name = $1 AND at < clock_timestamp() - make_interval(secs => $2)"
+# migrations/008_rate_slot_function.sql: the lock, the slot and the purge in one round trip.
+_RESERVE = "SELECT taken, delay FROM take_rate_slot($1, $2, $3, $4, $5, $6)"
 
 
 class Pacer:
@@ -55,8 +43,6 @@ class Pacer:
 
     async def reserve(self, max_wait: float) -> tuple[bool, float]:
         """Take the next free slot if it is at most ``max_wait`` seconds away: (taken, seconds until it)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", self._lock_key)
-            row = await conn.fetchrow(_RESERVE, self.name, self.limit.count, self.spacing, max_wait)
-            await conn.execute(_PURGE, self.name, 2 * self.spacing)
+        row = await self.pool.fetchrow(_RESERVE, self.name, self._lock_key, self.limit.count, self.spacing,
+                                       max_wait, 2 * self.spacing)
         return bool(row["taken"]), max(float(row["delay"]), 0.0)
