@@ -36,7 +36,7 @@ from imagegen.redact import register_settings
 from imagegen.migrate import apply_migrations
 from imagegen import kie_account
 from imagegen.retention import ensure_schedule
-from imagegen.sandbox import LeanSandboxedWorkflowRunner
+from imagegen.sandbox import workflow_runner
 from imagegen.telegram_pacing import telegram_pacing
 from imagegen.settings import Settings, SettingsError
 from imagegen.temporal_connect import connect_process
@@ -122,8 +122,8 @@ def make_worker(client: Client, task_queue: str, activities: list, max_concurren
         max_heartbeat_throttle_interval=timedelta(seconds=2),
         default_heartbeat_throttle_interval=timedelta(seconds=2),
         graceful_shutdown_timeout=timedelta(seconds=GRACEFUL_SHUTDOWN_SECONDS),
-        # The stock sandbox without its exec per payload (imagegen/sandbox.py, issue 18).
-        workflow_runner=LeanSandboxedWorkflowRunner(),
+        # The stock sandbox without its exec per payload, modules imported once (imagegen/sandbox.py).
+        workflow_runner=workflow_runner(),
         **options,
     )
 

@@ -28,7 +28,7 @@ from temporalio.converter import (
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
-from imagegen.sandbox import LeanSandboxedWorkflowRunner
+from imagegen.sandbox import LeanSandboxedWorkflowRunner, workflow_runner
 
 
 class RecordingCodec(PayloadCodec, WithSerializationContext):
@@ -102,7 +102,7 @@ async def test_lean_runner_gives_the_stock_runners_contexts_and_result(temporal_
     stock_seen: list = []
     lean_seen: list = []
     stock = await _run(temporal_env.client, SandboxedWorkflowRunner(), stock_seen)
-    lean = await _run(temporal_env.client, LeanSandboxedWorkflowRunner(), lean_seen)
+    lean = await _run(temporal_env.client, workflow_runner(), lean_seen)
     assert stock == lean == [40, 50, 7, True]
     # Activity contexts carry the activity's id and queue, which differ per run: compare by shape.
     def shape(seen):
@@ -111,11 +111,12 @@ async def test_lean_runner_gives_the_stock_runners_contexts_and_result(temporal_
     assert shape(lean_seen) == shape(stock_seen)
 
 
-async def test_lean_runner_still_restricts_workflow_code(temporal_env):
+async def test_workers_runner_still_restricts_workflow_code(temporal_env):
+    """worker.py's runner passes every module through (imported once per process), but a restricted
+    call in workflow code still fails the workflow task."""
     queue = f"sandbox-r-{uuid.uuid4().hex[:8]}"
     client = temporal_env.client
-    async with Worker(client, task_queue=queue, workflows=[RestrictedWorkflow],
-                      workflow_runner=LeanSandboxedWorkflowRunner()):
+    async with Worker(client, task_queue=queue, workflows=[RestrictedWorkflow], workflow_runner=workflow_runner()):
         handle = await client.start_workflow(RestrictedWorkflow.run, id=f"restricted-{queue}", task_queue=queue,
                                              execution_timeout=timedelta(seconds=5))
         with pytest.raises(WorkflowFailureError):
@@ -123,3 +124,29 @@ async def test_lean_runner_still_restricts_workflow_code(temporal_env):
         history = await handle.fetch_history()
         failed = [e for e in history.events if e.HasField("workflow_task_failed_event_attributes")]
         assert failed and "RestrictedWorkflowAccessError" in str(failed[0].workflow_task_failed_event_attributes)
+
+
+def test_workflow_modules_hold_no_state_a_run_could_change():
+    """worker.py's runner imports a workflow module once per process, not once per run: every
+    top-level value assigned in workflows/ must be immutable, so one run cannot leak into another."""
+    import ast
+    import importlib
+    from datetime import timedelta
+    from pathlib import Path
+    from types import MappingProxyType
+
+    from temporalio.common import RetryPolicy
+
+    allowed = (str, int, float, bool, bytes, tuple, frozenset, timedelta, MappingProxyType, RetryPolicy, type(None))
+    root = Path(__file__).resolve().parent.parent / "workflows"
+    checked = 0
+    for path in sorted(root.glob("*.py")):
+        module = importlib.import_module(f"workflows.{path.stem}")
+        for node in ast.parse(path.read_text()).body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    value = getattr(module, target.id)
+                    assert isinstance(value, allowed), f"{path.name}: {target.id} is a {type(value).__name__}"
+                    checked += 1
+    assert checked > 10  # the constants of workflows/generation.py at least

@@ -172,7 +172,7 @@ async def test_activity_runs_a_real_query_under_the_real_worker(stack):
                 names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
                 for name in names:
                     top = (name or "").split(".")[0]
-                    assert top in {"__future__", "asyncio", "datetime", "temporalio", "dataclasses", "typing"}, \
+                    assert top in {"__future__", "asyncio", "datetime", "temporalio", "dataclasses", "typing", "types"}, \
                         (module, name)
     handle, job_id, chat_id = await stack.start_generation()
     await finished(stack, handle, chat_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from types import MappingProxyType
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -70,7 +71,8 @@ DELIVER_HEARTBEAT = timedelta(seconds=15)
 # Search attributes, current details and metrics arrived after histories were recorded: workflows
 # started before this change replay without them (workflow.patched), new ones record them.
 VISIBILITY_PATCH = "operator-visibility-1"
-STATUS_ICON = {"done": "✅", "failed": "❌", "timeout": "⌛", "error": "❌", "undeliverable": "✖", "cancelled": "🚫"}
+STATUS_ICON = MappingProxyType({"done": "✅", "failed": "❌", "timeout": "⌛", "error": "❌", "undeliverable": "✖",
+                                "cancelled": "🚫"})  # read-only: module state is shared by every run
 PROGRESS_EVERY = 10.0  # seconds between two "generating" edits of the status message
 # The user's status message says "queued" when createTask has not completed within this long (it waits in
 # the rate-limited createTask queue); behind a patch, as it adds a timer to the command sequence.
