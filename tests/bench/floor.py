@@ -44,6 +44,8 @@ class FloorWorkflow:
 
 async def _main(address: str, task_queue: str) -> None:
     from worker import make_worker  # the same Worker settings as worker.py's
+    # The classes of the importable module, not of __main__ (the sandbox imports a workflow's module by name).
+    from tests.bench.floor import FloorWorkflow, floor_step
 
     client = await Client.connect(address)
     worker = make_worker(client, task_queue, [floor_step], workflows=[FloorWorkflow])
