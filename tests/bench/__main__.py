@@ -103,7 +103,7 @@ async def run() -> tuple[list[tuple[str, str, str]], str]:
         ("2 product", f"throughput, {users} at once (Kie limits lifted)",
          f"{_f(pr['throughput'])} deliveries/s ({pr['delivered']}/{users} delivered, {pr['duplicates']} duplicates, "
          f"{_f(pr['wall'])} s)"),
-        ("2b product", f"throughput, {users} at once, every call on its rate-limited queue (limits on, high)",
+        ("2b product", f"throughput, {users} at once, every limit on (high; the production shape)",
          f"{_f(pq['throughput'])} deliveries/s ({pq['delivered']}/{users} delivered, {pq['duplicates']} duplicates; "
          f"ratio to the floor {throughput_ratio:.2f})"),
         ("2 product", "callback → sendPhoto, concurrency 1 p50/p95/p99",

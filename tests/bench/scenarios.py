@@ -23,7 +23,7 @@ from tests.support.procstack import ROOT, ProcStack
 DEFAULT_SCHEDULE = [(30.0, 3.0), (120.0, 8.0), (900.0, 20.0)]  # today's POLL_SCHEDULE (Kie's guidance)
 LIMITS_OFF = {"KIE_CREATE_LIMIT": "off", "KIE_RECORD_INFO_LIMIT": "off", "TELEGRAM_SEND_LIMIT": "off"}
 LIMITS_DEFAULT = {"KIE_CREATE_LIMIT": "20/10", "KIE_RECORD_INFO_LIMIT": "10/1", "TELEGRAM_SEND_LIMIT": "30/1"}
-# Limits on but far above the load: every call on its rate-limited queue, createTask through the pacer.
+# Limits on but far above the load: createTask on its rate-limited queue, every call through the Postgres pacer.
 # (Telegram counts its calls: two per delivery plus the recordInfo progress edits, issue 19.)
 LIMITS_HIGH = {"KIE_CREATE_LIMIT": "1000/1", "KIE_RECORD_INFO_LIMIT": "1000/1", "TELEGRAM_SEND_LIMIT": "3000/1"}
 KIE_WINDOW = (20, 10.0)  # Kie: 20 createTask per 10 s
