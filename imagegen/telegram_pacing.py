@@ -27,6 +27,7 @@ from aiogram.exceptions import TelegramRetryAfter
 
 from imagegen import metrics
 from imagegen.pacer import Pacer
+from imagegen.ratelimits import TELEGRAM
 
 # Bot API methods that count against the send limit.
 PACED_PREFIXES = ("send", "edit", "copy", "forward")
@@ -57,7 +58,5 @@ class PacingMiddleware(BaseRequestMiddleware):
 
 def telegram_pacing(settings, pool) -> PacingMiddleware | None:
     """The worker Bot's pacer for TELEGRAM_SEND_LIMIT (None when it is `off`)."""
-    from imagegen.ratelimits import TELEGRAM
-
     limit = settings.telegram_send_limit
     return PacingMiddleware(Pacer(pool, TELEGRAM, limit)) if limit.paces(TELEGRAM) else None
