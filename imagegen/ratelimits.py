@@ -18,6 +18,11 @@ With N partitions each gets rate/N with its own burst, and a backlog sitting in 
 drained at rate/N: the rate-limited queues need ONE partition
 (``matching.numTaskqueueReadPartitions`` / ``...WritePartitions`` = 1 for these queues; see
 ``dev_server_args`` and docs/performance.md).
+
+Since issue 18 every kind is paced exactly in Postgres by each call as well (``PACED``: createTask,
+recordInfo, and the worker Bot's sends, imagegen/telegram_pacing.py); Telegram then needs no queue at
+all (``PACED_ANYWHERE``: its activities run on the workflow's own queue), and its queue, like
+recordInfo's, serves workflows started before.
 """
 
 from __future__ import annotations
