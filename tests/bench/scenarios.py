@@ -193,12 +193,7 @@ async def product(make_stack, sampler: RssSampler, n: int, runs: int, server_pid
     press_to_photo = []
     single = set()
     for _ in range(runs):
-        users = Users(ps)
-        await users.prepare(1)
-        start = users.press_all()
-        if not await users.wait_photos(60):
-            raise RuntimeError(f"a single generation was not delivered\n{ps.logs()}")
-        chat = next(iter(users.buttons))
+        chat, start = await one_generation(ps)
         single.add(chat)
         press_to_photo.append(next(p.time for p in ps.tg.photos if p.chat_id == chat) - start)
     lat1 = callback_to_photo(ps, single)
@@ -233,6 +228,16 @@ async def product(make_stack, sampler: RssSampler, n: int, runs: int, server_pid
                peak_bot=sampler.peak["bot"], counts=await per_generation(ps, chats))
     await ps.stop()
     return out
+
+
+async def one_generation(ps: ProcStack) -> tuple[int, float]:
+    """One scripted user from /start to the photo: (their chat, when they tapped the ratio)."""
+    users = Users(ps)
+    await users.prepare(1)
+    start = users.press_all()
+    if not await users.wait_photos(60):
+        raise RuntimeError(f"a single generation was not delivered\n{ps.logs()}")
+    return next(iter(users.buttons)), start
 
 
 async def press_all_at_once(ps: ProcStack, n: int, timeout: float,
@@ -270,11 +275,7 @@ async def product_on_limited_queues(make_stack, n: int, server_pid: int) -> dict
         # sequential generations): a fresh worker.py builds each Telegram type on first use
         # (imagegen/lean_aiogram.py), once per process, which py-spy put at a sixth of a cold burst.
         for _ in range(WARM_UP):
-            warm = Users(ps)
-            await warm.prepare(1)
-            warm.press_all()
-            if not await warm.wait_photos(60):
-                raise RuntimeError(f"a warm-up generation was not delivered\n{ps.logs()}")
+            await one_generation(ps)
         await settle(worker.pid)
         pids.update(worker=worker.pid, bot=bot.pid, bench=os.getpid())
         cpu.update(cpu_seconds(pids))
