@@ -64,6 +64,10 @@ MIN_CREATE_CALL_SECONDS = 5.0
 # A recordInfo poll waits at most this long for its slot in Kie's window (the lean shape's poll is a
 # local activity: its workflow task stays open meanwhile); beyond, the attempt is retried when it frees.
 INFO_MAX_WAIT_SECONDS = 3.0
+# The local createTask attempt (LOCAL_CREATE_SHAPE) waits at most this long for its slot of Kie's window
+# (its workflow task stays open meanwhile); a slot further away: the workflow queues the task instead.
+LOCAL_CREATE_MAX_WAIT_SECONDS = 1.0
+LOCAL_STORE_SECONDS = 5.0  # how long the local attempt retries storing Kie's task id (then: the queued one)
 # A delivery cancelled while its request is on the way to Telegram waits this long for the answer:
 # an accepted picture makes the generation done (never "cancelled" with a picture in the chat).
 CANCEL_GRACE_SECONDS = 5.0
@@ -162,7 +166,10 @@ class GenerationActivities:
 
     @activity.defn(name="create_task")
     async def create_task(self, inp: CreateTaskInput) -> str:
-        """Record the job and create the Kie task; on a retry, reuse the task already created."""
+        """Record the job and create the Kie task; on a retry, reuse the task already created.
+
+        `inp.local` (LOCAL_CREATE_SHAPE: a local activity in the workflow's first task): only if Kie's
+        window has a slot now; "" when it has none (the workflow then queues a regular attempt)."""
         model = MODELS[inp.model]
         deadline = budget.attempt_deadline()
         job = await self.repo.create_job(
@@ -179,13 +186,19 @@ class GenerationActivities:
         if job["external_task_id"]:
             return job["external_task_id"]
         earlier = _memo(activity.info().heartbeat_details, "task_id", str)
+        if earlier is None and inp.task_id:  # the local attempt got one but could not store it
+            earlier = {"task_id": inp.task_id}
         if earlier is not None:  # a previous attempt got a task id but could not store it
             task_id = earlier["task_id"]
             await self._retry_db(inp.job_id, "set_task_id", lambda: self.repo.set_task_id(inp.job_id, task_id),
                                  deadline, earlier)
             log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, reused=True)
             return task_id
-        await self._wait_for_create_slot(inp.job_id, deadline)
+        if inp.local:
+            if not await self._create_slot_now(inp.job_id):
+                return ""  # Kie's window is full: the workflow hands createTask to its queue
+        else:
+            await self._wait_for_create_slot(inp.job_id, deadline)
         # Every wait above came out of the same attempt: the call gets what is left of it (never more
         # than the client's own timeout), minus the time to store the answer. A call that would run
         # past the attempt's end is never started: Temporal would time the attempt out while Kie
@@ -223,11 +236,33 @@ class GenerationActivities:
         # attempt). Not heartbeated up front: a heartbeat is a server write per generation, and the
         # write normally succeeds within milliseconds (docs/performance.md, "Throughput").
         memo = {"task_id": task_id}
-        await self._retry_db(inp.job_id, "set_task_id", lambda: self.repo.set_task_id(inp.job_id, task_id),
-                             deadline, memo)
+        # The local attempt holds its workflow task open: through a longer Postgres outage the queued
+        # attempt (retried by time) stores the id instead.
+        store_by = min(deadline, asyncio.get_running_loop().time() + LOCAL_STORE_SECONDS) if inp.local else deadline
+        try:
+            await self._retry_db(inp.job_id, "set_task_id", lambda: self.repo.set_task_id(inp.job_id, task_id),
+                                 store_by, memo)
+        except ApplicationError as exc:
+            if not inp.local:
+                raise
+            # A local attempt has no heartbeat to keep the id in: it goes back to the workflow in the
+            # failure's details, and the queued attempt the workflow starts next only stores it.
+            raise ApplicationError(exc.message, memo, type=exc.type) from None
         log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, model=model.kie_model,
                   aspect_ratio=inp.aspect_ratio)
         return task_id
+
+    async def _create_slot_now(self, job_id: str) -> bool:
+        """The local attempt's slot of Kie's createTask window: taken only if it is (nearly) free now."""
+        if self.create_pacer is None:
+            return True
+        taken, delay = await self.create_pacer.reserve(LOCAL_CREATE_MAX_WAIT_SECONDS)
+        if not taken:
+            log_event(job_id, "KIE_PACED", wait=round(delay, 2), queued=True)
+            return False
+        if delay > 0.05:
+            await asyncio.sleep(delay)
+        return True
 
     async def _wait_for_create_slot(self, job_id: str, deadline: float) -> None:
         """Kie's createTask window, exact across all workers (imagegen/pacer.py). A slot too far away for
@@ -452,7 +487,7 @@ class GenerationActivities:
             try:
                 return await asyncio.wait_for(call(), min(max(budget.remaining(deadline), 0.5), budget.DB_CALL_SECONDS))
             except Exception as exc:  # connection refused, server restarting, pool errors…
-                activity.heartbeat(dict(memo))
+                budget.heartbeat(memo)
                 if budget.remaining(deadline) < delay:
                     log_event(job_id, "DB_WRITE_FAILED", what=what, error=redact(f"{type(exc).__name__}: {exc}")[:200])
                     raise ApplicationError(f"could not {what}: {type(exc).__name__}",

@@ -68,14 +68,19 @@ class GenerationInput:
     images: list[InputImage] = field(default_factory=list)
     # The workflow's shape (issue 18), chosen by who starts it, so a new shape costs no patch marker and
     # no TemporalChangeVersion upsert: 0 = the shape given by the patches (every history recorded before
-    # issue 18, whose input has no such field); 2 = LEAN_SHAPE. Start new workflows with GENERATION_SHAPE.
+    # issue 18, whose input has no such field); 2 = LEAN_SHAPE; 3 = LOCAL_CREATE_SHAPE. Start new
+    # workflows with GENERATION_SHAPE.
     shape: int = 0
 
 
 # Issue 18's lean shape: every patch up to credits-1 implied, recordInfo in a local activity (paced in
 # Postgres), no "delivering" upsert. Deploy workers before bots: an older worker must not receive it.
 LEAN_SHAPE = 2
-GENERATION_SHAPE = LEAN_SHAPE
+# The lean shape, and createTask first tried as a local activity in the workflow's first task when Kie's
+# window has a slot now (no activity task, no workflow task for its result, no "queued" timer); when it
+# has none, or the attempt fails retryably, the regular createTask activity on its rate-limited queue.
+LOCAL_CREATE_SHAPE = 3
+GENERATION_SHAPE = LOCAL_CREATE_SHAPE
 
 
 @dataclass
@@ -112,6 +117,8 @@ class CreateTaskInput:
     status_message_id: int | None
     options: dict[str, str] = field(default_factory=dict)
     image_urls: list[str] = field(default_factory=list)  # an edit: Kie's URLs of the uploaded pictures
+    local: bool = False  # the local attempt (LOCAL_CREATE_SHAPE): only if Kie's window has a slot now
+    task_id: str = ""  # a task id the local attempt got from Kie but could not store: only store it
 
 
 @dataclass

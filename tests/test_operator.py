@@ -73,7 +73,7 @@ async def test_a_delivered_generation_is_found_by_every_attribute(stack):
     summaries = activity_summaries(await handle.fetch_history())
     assert summaries[0] == "createTask z-image"
     assert summaries[1] == "recordInfo #1 (callback)"
-    # The recordInfo poll is a local activity (issue 18); the delivery also shows the final status.
+    # createTask and the recordInfo poll are local activities (issue 18); the delivery also shows the final status.
     assert summaries[2:] == ["deliver (url → bytes → text) + status ✅"]
 
     status = await handle.query("status")

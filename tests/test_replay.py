@@ -50,6 +50,12 @@ SCENARIOS = {
     "shaped_polling_backoff": dict(lose_callback=True, record_info_errors=[500, 429]),
     "shaped_credits_kie_fail": dict(prompt="a thing [fail]", price=2),
     "shaped_edit": dict(edit=2),
+    # Recorded with the local-create shape (LOCAL_CREATE_SHAPE: createTask a local activity when Kie's
+    # window has room, the queued activity when the local attempt could not), with an edit and credits:
+    "local_create_callback": dict(),
+    "local_create_retried": dict(create_errors=[500]),
+    "local_create_edit": dict(edit=1),
+    "local_create_credits_kie_fail": dict(prompt="a thing [fail]", price=2),
 }
 
 

@@ -7,13 +7,14 @@ activities under a real sandboxed Worker; see test_activity_runs_a_real_query_un
 """
 
 import asyncio
+import time
 
 import pytest
 
-from imagegen.contracts import GENERATION_SHAPE
+from imagegen.contracts import GENERATION_SHAPE, LEAN_SHAPE, LOCAL_CREATE_SHAPE
 from imagegen.i18n import t
 from tests.support.histories import activity_types
-from workflows.generation import QUEUED_AFTER_SECONDS
+from workflows.generation import POLL_RETRY
 
 
 async def finished(stack, handle, chat_id, timeout=30):
@@ -49,14 +50,15 @@ async def test_delivery_shows_the_final_status_itself_and_finish_is_only_the_fal
     handle, _, chat_id = await stack.start_generation()
     assert (await finished(stack, handle, chat_id)).outcome == "done"
     assert status_text(stack, chat_id) == t("status.done", "ru")
-    assert activity_types(await handle.fetch_history()) == ["create_task", "poll_task (local)", "deliver"]
+    assert activity_types(await handle.fetch_history()) == ["create_task (local)", "poll_task (local)", "deliver"]
 
     stack.tg.fail_next("editMessageText", 502, "Bad Gateway")  # the delivery's own status edit
     handle, job_id, chat_id = await stack.start_generation(prompt="a second fox")
     assert (await finished(stack, handle, chat_id)).outcome == "done"
     assert len(stack.photos_for(chat_id)) == 1
     assert status_text(stack, chat_id) == t("status.done", "ru")
-    assert activity_types(await handle.fetch_history()) == ["create_task", "poll_task (local)", "deliver", "finish"]
+    assert activity_types(await handle.fetch_history()) == ["create_task (local)", "poll_task (local)", "deliver",
+                                                            "finish"]
     assert (await stack.repo.get(job_id))["delivered_at"] is not None
 
 
@@ -143,6 +145,34 @@ async def test_kie_transient_create_error_is_retried(stack):
     result = await finished(stack, handle, chat_id)
     assert result.outcome == "done" and stack.kie.create_calls == 2
     assert len(stack.kie.tasks) == 1
+    # the local attempt got the 500; the queued attempt (retried by time) created the task
+    assert activity_types(await handle.fetch_history())[:2] == ["create_task (local)", "create_task"]
+
+
+async def test_a_task_id_the_local_create_could_not_store_goes_to_the_queued_attempt(stack, monkeypatch):
+    """Kie created the task, but Postgres is away for longer than the local attempt may hold its
+    workflow task (LOCAL_STORE_SECONDS): the id comes back in the failure's details, and the queued
+    attempt only stores it. Kie has no idempotency key: a second createTask would be a second paid task."""
+    from activities.generation import LOCAL_STORE_SECONDS
+
+    original = stack.repo.set_task_id
+    back_at = time.monotonic() + LOCAL_STORE_SECONDS + 2
+    refused = []
+
+    async def away_for_a_while(job_id, task_id):
+        if time.monotonic() < back_at:
+            refused.append(task_id)
+            raise ConnectionRefusedError("Postgres is away")
+        return await original(job_id, task_id)
+
+    monkeypatch.setattr(stack.repo, "set_task_id", away_for_a_while)
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id, timeout=40)
+    assert result.outcome == "done" and len(stack.photos_for(chat_id)) == 1
+    assert stack.kie.create_calls == 1 and len(stack.kie.tasks) == 1
+    (task_id,) = stack.kie.tasks
+    assert set(refused) == {task_id} and (await stack.repo.get(job_id))["external_task_id"] == task_id
+    assert activity_types(await handle.fetch_history())[:2] == ["create_task (local)", "create_task"]
 
 
 async def test_same_request_twice_is_one_generation(stack):
@@ -193,8 +223,23 @@ async def test_record_info_errors_back_off_then_deliver(stack):
     history = await handle.fetch_history()
     timers = [e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds()
               for e in history.events if e.HasField("timer_started_event_attributes")]
-    timers.remove(QUEUED_AFTER_SECONDS)  # the "queued" status timer while createTask waits its turn
+    # (createTask ran as a local activity in the first workflow task: no "queued" status timer)
     assert timers[:4] == sorted(timers[:4]) and timers[3] >= 4 * timers[0]
+
+
+async def test_a_local_poll_that_keeps_failing_is_a_missed_tick_not_a_failed_generation(stack):
+    """A local activity's failure reaches the workflow unwrapped (an ApplicationError, not an
+    ActivityError as a regular activity's): the callback's confirmation refused by Kie's 429 on all of
+    its attempts is a missed tick, and the polling timer's recordInfo finds the picture."""
+    stack.poll_schedule = [(30.0, 2.0)]  # the callback (after 0.3 s) wakes the workflow first
+    stack.kie.record_info_errors.extend([429] * POLL_RETRY.maximum_attempts)
+    handle, job_id, chat_id = await stack.start_generation()
+    result = await finished(stack, handle, chat_id, timeout=30)
+    assert result.outcome == "done" and len(stack.photos_for(chat_id)) == 1
+    status = await handle.query("status")
+    assert status["callbacks"] >= 1 and status["polls"] == 2 and "rate limited" in status["last_error"]
+    task_id = (await stack.repo.get(job_id))["external_task_id"]
+    assert stack.kie.record_info_calls[task_id] == POLL_RETRY.maximum_attempts + 1
 
 
 async def test_success_without_urls_ends_failed_in_postgres_too(stack, monkeypatch):
@@ -279,10 +324,12 @@ async def test_operator_cancel_tells_the_user_and_records_it(stack):
     assert stack.photos_for(chat_id) == []
 
 
-async def test_the_lean_shape_costs_fewer_round_trips_than_the_patched_one(stack):
+async def test_each_shape_costs_fewer_round_trips_than_the_one_before(stack):
     """Issue 18: what `make bench` counts per generation, on the callback path. The lean shape (the
     input's shape, no patch marker) polls recordInfo in a local activity and upserts only at the phase
-    changes an operator queries; a workflow an older bot started (shape 0) keeps its patched shape."""
+    changes an operator queries; the local-create shape (today's) also creates the Kie task in a local
+    activity of the first workflow task (Kie's window has room: no "queued" timer either); a workflow
+    an older bot started keeps its shape (2: lean; 0: patched)."""
     from tests.bench.measure import history_counts
 
     stack.kie.delay = 1.0  # the callback comes while the workflow waits on its polling timer...
@@ -294,6 +341,8 @@ async def test_the_lean_shape_costs_fewer_round_trips_than_the_patched_one(stack
         assert len(stack.photos_for(chat_id)) == 1 and status_text(stack, chat_id) == t("status.done", "ru")
         return await history_counts(stack.client, [handle.id])
 
-    lean, patched = await counts(GENERATION_SHAPE), await counts(0)
+    assert GENERATION_SHAPE == LOCAL_CREATE_SHAPE
+    local, lean, patched = await counts(LOCAL_CREATE_SHAPE), await counts(LEAN_SHAPE), await counts(0)
+    assert local == {"workflow_tasks": 3, "activity_tasks": 1, "timers": 1, "upserts": 2, "markers": 2, "events": 21}
     assert lean == {"workflow_tasks": 4, "activity_tasks": 2, "timers": 2, "upserts": 2, "markers": 1, "events": 28}
     assert patched == {"workflow_tasks": 5, "activity_tasks": 3, "timers": 2, "upserts": 4, "markers": 1, "events": 36}

@@ -10,6 +10,7 @@ Deterministic: no I/O here, time comes from ``workflow.now()``, timers from ``wa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import timedelta
 from types import MappingProxyType
 
@@ -31,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         CreditsInput,
         CreditsResult,
         LEAN_SHAPE,
+        LOCAL_CREATE_SHAPE,
         PollInput,
         QueueStatusInput,
         StatusProgress,
@@ -55,6 +57,8 @@ CREATE_SCHEDULE_TO_CLOSE = timedelta(minutes=5)
 # One createTask attempt: the paced wait for Kie's window (up to 20 s), the Kie call with the client's
 # whole timeout (30 s), storing the task id (5 s) and the margin (5 s) — activities/generation.py.
 CREATE_START_TO_CLOSE = timedelta(seconds=60)
+# The local attempt (LOCAL_CREATE_SHAPE) is tried once: whatever it cannot do, the queued attempt retries.
+LOCAL_CREATE_RETRY = RetryPolicy(maximum_attempts=1)
 POLL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 POLL_START_TO_CLOSE = timedelta(seconds=30)
 # Delivery: retried until it succeeds or an hour has passed (schedule_to_close). Lock-busy retries
@@ -269,41 +273,29 @@ class GenerationWorkflow:
             if failed is not None:
                 return failed
             image_urls = [u.url for u in self._uploads]
+        create_input = CreateTaskInput(
+            job_id=inp.job_id,
+            workflow_id=workflow.info().workflow_id,
+            user_id=inp.user_id,
+            chat_id=inp.chat_id,
+            model=inp.model,
+            prompt=inp.prompt,
+            aspect_ratio=inp.aspect_ratio,
+            status_message_id=inp.status_message_id,
+            options=dict(inp.options),
+            image_urls=image_urls,
+        )
         try:
-            create = workflow.start_activity_method(
-                GenerationActivities.create_task,
-                CreateTaskInput(
-                    job_id=inp.job_id,
-                    workflow_id=workflow.info().workflow_id,
-                    user_id=inp.user_id,
-                    chat_id=inp.chat_id,
-                    model=inp.model,
-                    prompt=inp.prompt,
-                    aspect_ratio=inp.aspect_ratio,
-                    status_message_id=inp.status_message_id,
-                    options=dict(inp.options),
-                    image_urls=image_urls,
-                ),
-                task_queue=self._queue(ratelimits.KIE_CREATE),
-                start_to_close_timeout=CREATE_START_TO_CLOSE,
-                schedule_to_close_timeout=CREATE_SCHEDULE_TO_CLOSE,
-                retry_policy=CREATE_RETRY,
-                summary=f"createTask {_kie_model(inp.model)}",
-            )
-            queued = False
-            if lean or workflow.patched(QUEUED_STATUS_PATCH):
-                done, _ = await workflow.wait([create], timeout=QUEUED_AFTER_SECONDS)
-                if not done:  # waiting its turn in the createTask queue: tell the user
-                    queued = True
-                    await self._queue_status(inp, "queued")
-            self._task_id = await create
-            # The lean shape leaves "started" to the first poll's "🎨 generating" edit (or the picture):
-            # in a burst those edits were a third of the Telegram queue's work (docs/performance.md).
-            if queued and not self._shaped:
-                await self._queue_status(inp, "started")
-        except ActivityError as err:
+            task_id = ""
+            if inp.shape >= LOCAL_CREATE_SHAPE:
+                task_id, create_input = await self._create_here(create_input)
+            if not task_id:
+                task_id = await self._create_queued(inp, create_input)
+            self._task_id = task_id
+        except (ActivityError, ApplicationError) as err:
             _raise_if_cancelled(err)
-            rejected = isinstance(err.cause, ApplicationError) and err.cause.type == "KieRejected"
+            cause = err.cause if isinstance(err, ActivityError) else err
+            rejected = isinstance(cause, ApplicationError) and cause.type == "KieRejected"
             return await self._finish(inp, "failed" if rejected else "error", _failure_message(err))
 
         # Wait for the callback or the next poll, whichever comes first.
@@ -335,7 +327,7 @@ class GenerationWorkflow:
                 result = await self._poll(PollInput(
                     job_id=inp.job_id, task_id=self._task_id, tick=self._polls, reason=reason,
                     progress=self._progress(inp, (workflow.now() - started).total_seconds())))
-            except ActivityError as err:
+            except (ActivityError, ApplicationError) as err:  # the local poll's failure comes unwrapped
                 _raise_if_cancelled(err)
                 self._last_error = f"recordInfo: {_failure_message(err)}"
                 errors_in_row += 1  # a failed poll is a missed tick; the schedule goes on, slower
@@ -384,6 +376,51 @@ class GenerationWorkflow:
             metrics.observe("imagegen_callback_to_delivered_seconds", (workflow.now() - woke_at).total_seconds(),
                             meter=workflow.metric_meter())
         return await self._done(inp, delivered)
+
+    async def _create_here(self, create: CreateTaskInput) -> tuple[str, CreateTaskInput]:
+        """LOCAL_CREATE_SHAPE: createTask as a local activity in this workflow task, if Kie's window has a
+        slot now. ("", the input for the queued attempt) when it has none or the attempt failed retryably
+        (a task id Kie gave but Postgres did not take rides along); Kie's refusals are raised."""
+        try:
+            task_id = await workflow.execute_local_activity_method(
+                GenerationActivities.create_task, dataclasses.replace(create, local=True),
+                start_to_close_timeout=CREATE_START_TO_CLOSE, retry_policy=LOCAL_CREATE_RETRY,
+                summary=f"createTask {_kie_model(create.model)}")
+            return task_id, create
+        except (ActivityError, ApplicationError) as err:  # a local activity's own failure comes unwrapped
+            _raise_if_cancelled(err)
+            cause = err.cause if isinstance(err, ActivityError) else err
+            if isinstance(cause, ApplicationError) and cause.type in ("KieRejected", "KieUnusable"):
+                raise
+            memo = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else None
+            known = memo.get("task_id") if isinstance(memo, dict) else None
+            self._last_error = f"createTask: {_failure_message(err)}"
+            return "", dataclasses.replace(create, task_id=known if isinstance(known, str) else "")
+
+    async def _create_queued(self, inp: GenerationInput, create: CreateTaskInput) -> str:
+        """createTask on its rate-limited queue, retried by time; the user is told "queued" when it has
+        not run within QUEUED_AFTER_SECONDS."""
+        handle = workflow.start_activity_method(
+            GenerationActivities.create_task,
+            create,
+            task_queue=self._queue(ratelimits.KIE_CREATE),
+            start_to_close_timeout=CREATE_START_TO_CLOSE,
+            schedule_to_close_timeout=CREATE_SCHEDULE_TO_CLOSE,
+            retry_policy=CREATE_RETRY,
+            summary=f"createTask {_kie_model(inp.model)}",
+        )
+        queued = False
+        if self._lean or workflow.patched(QUEUED_STATUS_PATCH):
+            done, _ = await workflow.wait([handle], timeout=QUEUED_AFTER_SECONDS)
+            if not done:  # waiting its turn in the createTask queue: tell the user
+                queued = True
+                await self._queue_status(inp, "queued")
+        task_id = await handle
+        # The lean shape leaves "started" to the first poll's "🎨 generating" edit (or the picture):
+        # in a burst those edits were a third of the Telegram queue's work (docs/performance.md).
+        if queued and not self._shaped:
+            await self._queue_status(inp, "started")
+        return task_id
 
     async def _poll(self, poll: PollInput):
         """One recordInfo call. The lean shape runs it as a local activity in the workflow task that woke
