@@ -20,9 +20,43 @@ from __future__ import annotations
 import sys
 
 
+def keep_response_types() -> bool:
+    """Keep every ``Response[...]`` aiogram parametrizes (one per return type of a Bot API method).
+
+    aiogram validates each answer with ``Response[method.__returning__]``, and pydantic caches a
+    parametrized generic model only weakly: after the next full garbage collection nothing holds
+    ``Response[Message]``, so the next answer builds it (and its validator) again — 10–90 ms of CPU.
+    In worker.py's burst that was 13 % of the event loop (py-spy, `python -m tests.bench.profile`).
+    A strong dict keeps the few dozen that exist; anything else goes to pydantic as before.
+    False when already done."""
+    from aiogram.methods.base import Response
+
+    if getattr(Response, "_kept_parametrizations", None) is not None:
+        return False
+    parametrize = Response.__class_getitem__.__func__  # pydantic's BaseModel.__class_getitem__
+    kept: dict = {}
+
+    def class_getitem(cls, params):
+        if cls is not Response:  # Response[X] itself is parametrized further only by pydantic
+            return parametrize(cls, params)
+        try:
+            return kept[params]
+        except KeyError:
+            made = kept[params] = parametrize(cls, params)
+            return made
+        except TypeError:  # unhashable parameters: not kept
+            return parametrize(cls, params)
+
+    Response.__class_getitem__ = classmethod(class_getitem)
+    Response._kept_parametrizations = kept
+    return True
+
+
 def defer_telegram_types() -> bool:
-    """Import aiogram with deferred type validators; False when aiogram was already imported."""
+    """Import aiogram with deferred type validators; False when aiogram was already imported.
+    Either way, the Bot API answers' ``Response[...]`` models are kept (keep_response_types)."""
     if "aiogram" in sys.modules:
+        keep_response_types()
         return False
     from pydantic import BaseModel
 
@@ -40,6 +74,7 @@ def defer_telegram_types() -> bool:
         import aiogram  # noqa: F401  (the whole package, as everyone else imports it)
     finally:
         BaseModel.model_rebuild = eager
+    keep_response_types()
     namespace = captured.get("ns")
     if namespace is None:  # a future aiogram without the loop: nothing was skipped
         return True
