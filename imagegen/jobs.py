@@ -403,14 +403,23 @@ class BoundedPool(asyncpg.Pool):
         return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
 
 
+async def _no_session_state(conn: asyncpg.Connection) -> None:
+    """The pool's reset beyond asyncpg's own (which rolls back a transaction left open and drops
+    listeners): nothing. asyncpg's default sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL`` on every release, a round trip for each statement the pool runs; these
+    connections never carry session state (no SET, LISTEN, session advisory lock or cursor outside a
+    transaction: the bot's leadership lock and the migrations use connections of their own)."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10, command_timeout: float | None = 15.0,
                       acquire_timeout: float | None = 10.0) -> asyncpg.Pool:
     """The process's pool: at most `max_size` connections; a statement that runs longer than
     `command_timeout` s is cancelled, and a caller that waits longer than `acquire_timeout` s for a
     free connection gets a TimeoutError instead of queueing forever (docs/reliability.md, "Pools
-    and concurrency"). Settings: DB_POOL_SIZE, DB_COMMAND_TIMEOUT_SECONDS, DB_ACQUIRE_TIMEOUT_SECONDS."""
+    and concurrency"). Settings: DB_POOL_SIZE, DB_COMMAND_TIMEOUT_SECONDS, DB_ACQUIRE_TIMEOUT_SECONDS.
+    A released connection is not reset by a query of its own (`_no_session_state`)."""
     return await BoundedPool(
         dsn, acquire_timeout=acquire_timeout, min_size=min_size, max_size=max_size, max_queries=50_000,
         max_inactive_connection_lifetime=300.0, loop=None, connection_class=asyncpg.Connection,
-        record_class=asyncpg.Record, command_timeout=command_timeout,
+        record_class=asyncpg.Record, command_timeout=command_timeout, reset=_no_session_state,
     )

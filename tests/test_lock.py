@@ -111,3 +111,24 @@ async def test_extension_fails_for_a_holder_that_lost_the_lock(repo, pool):
     assert await repo.extend_delivery_lease(job_id, "new") is True
     assert await repo.mark_delivered(job_id, "new", message_id=5, level="url") is True
     assert await repo.extend_delivery_lease(job_id, "new") is False  # delivered: nothing left to hold
+
+
+async def test_a_released_connection_costs_no_reset_round_trip_and_still_drops_an_open_transaction(pg_dsn):
+    """asyncpg resets a released connection with a query of its own by default (advisory unlock, CLOSE
+    ALL, UNLISTEN, RESET ALL: a round trip per pool statement); the project's pool does not, since its
+    connections carry no session state. A transaction left open by a caller is still rolled back."""
+    from imagegen.jobs import create_pool
+
+    queries: list[str] = []
+    name = f"reset-test-{uuid.uuid4().hex[:8]}"
+    pool = await create_pool(pg_dsn, min_size=1, max_size=1)
+    try:
+        async with pool.acquire() as conn:
+            conn.add_query_logger(lambda record: queries.append(record.query))
+            await conn.execute("BEGIN")  # left open, as a caller cancelled mid-transaction would
+            await conn.execute("INSERT INTO rate_slots (name, at) VALUES ($1, now())", name)
+        for _ in range(3):
+            assert await pool.fetchval("SELECT count(*) FROM rate_slots WHERE name = $1", name) == 0
+        assert [q for q in queries if q.startswith("SELECT count")] and not [q for q in queries if "RESET ALL" in q], queries
+    finally:
+        await pool.close()
