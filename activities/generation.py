@@ -194,9 +194,54 @@ class GenerationActivities:
                                  deadline, earlier)
             log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, reused=True)
             return task_id
+        # One Kie call at a time per job (migration 009): a local attempt whose workflow task timed out
+        # may still be inside its call while another worker runs the attempt again.
+        claimed, stored, held = await self.repo.claim_create(inp.job_id, budget.remaining(deadline) + budget.MARGIN_SECONDS)
+        if stored:  # the other attempt's task, stored meanwhile
+            log_event(inp.job_id, "JOB_CREATED", task_id=stored, user_id=inp.user_id, reused=True)
+            return stored
+        if not claimed:
+            log_event(inp.job_id, "KIE_CREATE_BUSY", held=round(held, 1), local=inp.local)
+            if inp.local:
+                return ""  # the queued attempt comes back when the other one is done
+            raise ApplicationError("another attempt is creating this job's Kie task", type="KiePaced",
+                                   category=BENIGN, next_retry_delay=timedelta(seconds=max(held, 1.0)))
+        answered = False
+        try:
+            task_id = await self._call_kie(inp, model, deadline)
+            answered = bool(task_id)
+        finally:
+            if not answered:  # no task was created (as far as Kie said): the next attempt may call
+                await self._release_create(inp.job_id)
+        if not task_id:
+            return ""  # Kie's window is full: the workflow hands createTask to its queue
+        # Kie has no idempotency key either: once it answered, keep its task id even if Postgres is
+        # briefly away (the write retried here, the id heartbeated with each failure for a retried
+        # attempt). Not heartbeated up front: a heartbeat is a server write per generation, and the
+        # write normally succeeds within milliseconds (docs/performance.md, "Throughput").
+        memo = {"task_id": task_id}
+        # The local attempt holds its workflow task open: through a longer Postgres outage the queued
+        # attempt (retried by time) stores the id instead.
+        store_by = min(deadline, asyncio.get_running_loop().time() + LOCAL_STORE_SECONDS) if inp.local else deadline
+        try:
+            await self._retry_db(inp.job_id, "set_task_id", lambda: self.repo.set_task_id(inp.job_id, task_id),
+                                 store_by, memo)
+        except ApplicationError as exc:
+            if not inp.local:
+                raise
+            # A local attempt has no heartbeat to keep the id in: it goes back to the workflow in the
+            # failure's details, and the queued attempt the workflow starts next only stores it.
+            raise ApplicationError(exc.message, memo, type=exc.type) from None
+        log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, model=model.kie_model,
+                  aspect_ratio=inp.aspect_ratio)
+        return task_id
+
+    async def _call_kie(self, inp: CreateTaskInput, model, deadline: float) -> str:
+        """Kie's createTask within this attempt's budget, after its slot of Kie's window; "" when a local
+        attempt finds no slot now."""
         if inp.local:
             if not await self._create_slot_now(inp.job_id):
-                return ""  # Kie's window is full: the workflow hands createTask to its queue
+                return ""
         else:
             await self._wait_for_create_slot(inp.job_id, deadline)
         # Every wait above came out of the same attempt: the call gets what is left of it (never more
@@ -231,26 +276,13 @@ class GenerationActivities:
             delay = ratelimits.jittered(ratelimits.KIE_CREATE_WINDOW_SECONDS) if exc.code == 429 else None
             raise ApplicationError(redact(exc), type="KieUnavailable", next_retry_delay=delay,
                                    category=BENIGN) from None
-        # Kie has no idempotency key either: once it answered, keep its task id even if Postgres is
-        # briefly away (the write retried here, the id heartbeated with each failure for a retried
-        # attempt). Not heartbeated up front: a heartbeat is a server write per generation, and the
-        # write normally succeeds within milliseconds (docs/performance.md, "Throughput").
-        memo = {"task_id": task_id}
-        # The local attempt holds its workflow task open: through a longer Postgres outage the queued
-        # attempt (retried by time) stores the id instead.
-        store_by = min(deadline, asyncio.get_running_loop().time() + LOCAL_STORE_SECONDS) if inp.local else deadline
-        try:
-            await self._retry_db(inp.job_id, "set_task_id", lambda: self.repo.set_task_id(inp.job_id, task_id),
-                                 store_by, memo)
-        except ApplicationError as exc:
-            if not inp.local:
-                raise
-            # A local attempt has no heartbeat to keep the id in: it goes back to the workflow in the
-            # failure's details, and the queued attempt the workflow starts next only stores it.
-            raise ApplicationError(exc.message, memo, type=exc.type) from None
-        log_event(inp.job_id, "JOB_CREATED", task_id=task_id, user_id=inp.user_id, model=model.kie_model,
-                  aspect_ratio=inp.aspect_ratio)
         return task_id
+
+    async def _release_create(self, job_id: str) -> None:
+        try:
+            await asyncio.shield(self.repo.release_create(job_id))
+        except Exception as exc:  # Postgres away: the claim runs out by itself at the attempt's end
+            log_event(job_id, "KIE_CREATE_RELEASE_FAILED", error=redact(f"{type(exc).__name__}: {exc}")[:200])
 
     async def _create_slot_now(self, job_id: str) -> bool:
         """The local attempt's slot of Kie's createTask window: taken only if it is (nearly) free now."""

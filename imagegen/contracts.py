@@ -79,6 +79,8 @@ LEAN_SHAPE = 2
 # The lean shape, and createTask first tried as a local activity in the workflow's first task when Kie's
 # window has a slot now (no activity task, no workflow task for its result, no "queued" timer); when it
 # has none, or the attempt fails retryably, the regular createTask activity on its rate-limited queue.
+# Workers first: an older worker runs shape 3 as shape 2 (and drops CreateTaskInput.task_id); rolling
+# workers back below this shape while shape-3 generations run breaks their replay.
 LOCAL_CREATE_SHAPE = 3
 GENERATION_SHAPE = LOCAL_CREATE_SHAPE
 

@@ -188,6 +188,28 @@ class JobRepository:
         )
         return [dict(r) for r in rows]
 
+    async def claim_create(self, job_id: str, seconds: float) -> tuple[bool, str | None, float]:
+        """Claim the job's createTask call for `seconds` (migration 009: one Kie call at a time per
+        job, whichever worker or attempt makes it). (claimed, the stored task id, seconds the other
+        claim still holds): a task id stored meanwhile is returned instead of a claim."""
+        claimed = await self.pool.fetchval(
+            "UPDATE generation_jobs SET create_claimed_until = now() + make_interval(secs => $2)"
+            " WHERE id = $1 AND external_task_id IS NULL"
+            " AND (create_claimed_until IS NULL OR create_claimed_until <= now()) RETURNING true",
+            job_id, float(seconds))
+        if claimed:
+            return True, None, 0.0
+        row = await self.pool.fetchrow(
+            "SELECT external_task_id, greatest(extract(epoch FROM create_claimed_until - now()), 0)::float8 AS held"
+            " FROM generation_jobs WHERE id = $1", job_id)
+        if row is None:
+            return False, None, 0.0
+        return False, row["external_task_id"], float(row["held"] or 0.0)
+
+    async def release_create(self, job_id: str) -> None:
+        """The claimed call did not create a task (Kie refused or failed): the next attempt may call."""
+        await self.pool.execute("UPDATE generation_jobs SET create_claimed_until = NULL WHERE id = $1", job_id)
+
     async def set_task_id(self, job_id: str, task_id: str) -> None:
         await self.pool.execute(
             # The task id is always kept (an operator looks for it); the state moves on only from

@@ -105,3 +105,74 @@ async def test_create_task_gives_a_far_createtask_slot_back_to_the_queue(pool, p
     assert err.value.type == "KiePaced" and not err.value.non_retryable
     assert err.value.next_retry_delay is not None and err.value.next_retry_delay >= timedelta(seconds=15)
     assert slots == 20 and len(kie.tasks) == 0
+
+
+class SlowKie(KieSimulator):
+    """Kie whose createTask answers only when `answer` is set (a call still on its way)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        import asyncio
+
+        self.answer = asyncio.Event()
+        self.calls_in_flight = 0
+
+    async def _create_task(self, request):
+        self.calls_in_flight += 1
+        await self.answer.wait()
+        return await super()._create_task(request)
+
+
+async def test_two_attempts_of_one_job_at_once_make_one_kie_task(pool, pg_dsn, temporal_env):
+    """The local createTask's workflow task can time out while its worker, cut off from Temporal (not
+    from Kie or Postgres), is still inside the Kie call, and another worker runs the attempt again. The
+    job's create claim (migration 009) keeps it to one call: the second local attempt hands over (""),
+    a queued one is retried later (KiePaced, benign), and once the first has stored its task id every
+    attempt returns that one. Kie has no idempotency key: two calls would be two paid tasks."""
+    import asyncio
+
+    async with SlowKie(api_key="test-kie-key") as kie:
+        stack = Stack(client=temporal_env.client, pool=pool, dsn=pg_dsn, task_queue="unused")
+        kie_client = KieClient(kie.base_url, "test-kie-key")
+        bot = create_bot("1:x", "http://127.0.0.1:9")
+        acts = GenerationActivities(settings=stack.settings(kie_api_base=kie.base_url), repo=JobRepository(pool),
+                                    kie=kie_client, bot=bot)
+
+        def env(local: bool) -> ActivityEnvironment:
+            e = ActivityEnvironment()
+            e.info = dataclasses.replace(e.info, start_to_close_timeout=timedelta(seconds=60), is_local=local,
+                                         started_time=datetime.now(timezone.utc), heartbeat_details=[])
+            return e
+
+        inp = CreateTaskInput(job_id=f"claim-{int(time.time() * 1000)}", workflow_id="w", user_id=1, chat_id=1,
+                              model="zimage", prompt="p", aspect_ratio="1:1", status_message_id=None, local=True)
+        try:
+            first = asyncio.ensure_future(env(True).run(acts.create_task, inp))
+            while kie.calls_in_flight == 0:  # the first attempt is inside its Kie call
+                await asyncio.sleep(0.02)
+            # the rerun local attempt hands over (without the claim it would wait on a second Kie call)
+            assert await asyncio.wait_for(env(True).run(acts.create_task, inp), 10) == ""
+            with pytest.raises(ApplicationError) as err:  # the queued attempt comes back later
+                await asyncio.wait_for(env(False).run(acts.create_task, dataclasses.replace(inp, local=False)), 10)
+            assert err.value.type == "KiePaced" and not err.value.non_retryable
+            assert kie.calls_in_flight == 1
+            kie.answer.set()
+            task_id = await asyncio.wait_for(first, 10)
+            assert task_id and await env(False).run(acts.create_task, dataclasses.replace(inp, local=False)) == task_id
+            assert kie.create_calls == 1 and len(kie.tasks) == 1
+        finally:
+            kie.answer.set()
+            await kie_client.close()
+            await bot.session.close()
+            await pool.execute("DELETE FROM generation_jobs WHERE id = $1", inp.job_id)
+
+
+async def test_a_refused_create_leaves_the_next_attempt_free_to_call(pool, pg_dsn, temporal_env):
+    """The claim is given back when Kie created nothing (here a 500): the retry calls at once."""
+    async with create_task_attempt(pool, pg_dsn, temporal_env, JobRepository(pool), 60.0, "release") as (kie, acts, env, inp):
+        kie.create_errors.append(500)
+        with pytest.raises(ApplicationError) as err:
+            await env.run(acts.create_task, inp)
+        assert err.value.type == "KieUnavailable"
+        task_id = await env.run(acts.create_task, inp)
+        assert task_id and kie.create_calls == 2 and len(kie.tasks) == 1

@@ -19,7 +19,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from imagegen.contracts import GenerationInput, GenerationResult
+from imagegen.contracts import GENERATION_SHAPE, LEAN_SHAPE, GenerationInput, GenerationResult
 from tests.support.images import make_png
 from tests.support.stack import start_generation_workflow
 
@@ -46,10 +46,10 @@ SCENARIOS = {
     "edit_album": dict(edit=3, upload_errors=[None, "lost_answer"]),
     # Recorded with issue 18's lean shape (GenerationInput.shape = LEAN_SHAPE: no patch markers,
     # recordInfo as a local activity, no "delivering" upsert), with and without a price (CREDITS=on):
-    "shaped_callback": dict(),
-    "shaped_polling_backoff": dict(lose_callback=True, record_info_errors=[500, 429]),
-    "shaped_credits_kie_fail": dict(prompt="a thing [fail]", price=2),
-    "shaped_edit": dict(edit=2),
+    "shaped_callback": dict(shape=LEAN_SHAPE),
+    "shaped_polling_backoff": dict(shape=LEAN_SHAPE, lose_callback=True, record_info_errors=[500, 429]),
+    "shaped_credits_kie_fail": dict(shape=LEAN_SHAPE, prompt="a thing [fail]", price=2),
+    "shaped_edit": dict(shape=LEAN_SHAPE, edit=2),
     # Recorded with the local-create shape (LOCAL_CREATE_SHAPE: createTask a local activity when Kie's
     # window has room, the queued activity when the local attempt could not), with an edit and credits:
     "local_create_callback": dict(),
@@ -66,13 +66,14 @@ async def record(stack, name: str) -> WorkflowHistory:
         stack.tg.fail_next(*knobs.pop("telegram_fail"))
     pictures = knobs.pop("edit", 0)
     price = knobs.pop("price", 0)
+    shape = knobs.pop("shape", GENERATION_SHAPE)  # the shape the committed history was recorded with
     for key, value in knobs.items():
         setattr(stack.kie, key, value)
     if pictures:
         handle, _, _ = await stack.start_edit([make_png(16, 16, seed=60 + i) for i in range(pictures)],
-                                              prompt="merge them", model="seedream45_edit", ratio="1:1")
+                                              prompt="merge them", model="seedream45_edit", ratio="1:1", shape=shape)
     else:
-        handle, _, _ = await stack.start_generation(prompt=prompt, price=price)
+        handle, _, _ = await stack.start_generation(prompt=prompt, price=price, shape=shape)
     await asyncio.wait_for(handle.result(), 30)
     return await handle.fetch_history()
 

@@ -78,7 +78,8 @@ async def start_edit_workflow(client: Client, bot, repo: JobRepository, task_que
                               images: list[InputImage], prompt: str, model: str = "nanobanana_edit",
                               ratio: str = "auto", options: dict[str, str] | None = None,
                               chat_id: int | None = None, job_id: str | None = None,
-                              direct_kinds: list[str] | None = None) -> tuple[WorkflowHandle, str, int]:
+                              direct_kinds: list[str] | None = None,
+                              shape: int = GENERATION_SHAPE) -> tuple[WorkflowHandle, str, int]:
     """What the bot does when an edit's ratio is tapped, minus the conversation: the job row with its
     input pictures (the bot's admission), a status message, then the workflow."""
     chat_id = chat_id or int(uuid.uuid4().int % 10**9) + 1000
@@ -91,7 +92,7 @@ async def start_edit_workflow(client: Client, bot, repo: JobRepository, task_que
                           aspect_ratio=ratio, status_message_id=status.message_id, options=dict(options or {}),
                           poll_schedule=[[u, i] for u, i in poll_schedule],
                           direct_kinds=list(PRODUCTION_DIRECT if direct_kinds is None else direct_kinds),
-                          images=list(images), shape=GENERATION_SHAPE)
+                          images=list(images), shape=shape)
     handle = await start_generation(client, inp, task_queue=task_queue)
     return handle, job_id, chat_id
 
