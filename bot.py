@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
+from imagegen import eventloop
 from imagegen.logs import setup_logging
 from imagegen.redact import install as install_redaction
 from imagegen.redact import register_settings
@@ -26,7 +26,7 @@ def main() -> int:
     defer_telegram_types()  # before aiogram is imported: Telegram types built on use (imagegen/lean_aiogram.py)
     from imagegen.bot.app import run_bot
 
-    asyncio.run(run_bot(settings))
+    eventloop.run(run_bot(settings), settings.event_loop)
     return 0
 
 

@@ -29,7 +29,7 @@ from imagegen.delivery import create_bot
 from imagegen.health import Readiness, postgres_check, start_internal_server, temporal_check
 from imagegen.jobs import JobRepository, create_pool
 from imagegen.kie import KieClient
-from imagegen import ratelimits, visibility
+from imagegen import eventloop, ratelimits, visibility
 from imagegen.logs import setup_logging
 from imagegen.redact import install as install_redaction
 from imagegen.redact import register_settings
@@ -160,8 +160,8 @@ async def run(settings: Settings, *, runtime: Runtime | None = None) -> None:
             async with AsyncExitStack() as running:
                 for worker in workers:
                     await running.enter_async_context(worker)
-                log.info("WORKER_STARTED task_queue=%s temporal=%s limits=%s", settings.temporal_task_queue,
-                         settings.temporal_address, _limits_text(settings))
+                log.info("WORKER_STARTED task_queue=%s temporal=%s limits=%s loop=%s", settings.temporal_task_queue,
+                         settings.temporal_address, _limits_text(settings), eventloop.name())
                 await stop.wait()
                 readiness.draining = True
                 log.info("WORKER_STOPPING graceful_shutdown=%ss", GRACEFUL_SHUTDOWN_SECONDS)
@@ -181,7 +181,7 @@ def main() -> int:
     register_settings(settings)
     setup_logging(settings.log_level, fmt=settings.log_format)
     install_redaction()  # aiogram/aiohttp/temporalio lines are scrubbed of secrets too
-    asyncio.run(run(settings))
+    eventloop.run(run(settings), settings.event_loop)
     return 0
 
 

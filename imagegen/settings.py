@@ -213,6 +213,8 @@ class Settings(BaseSettings):
     log_level: Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_upper)] = "INFO"
     # "text" (development) or "json" (one JSON object per line, for log shippers).
     log_format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = "text"
+    # The event loop of worker.py and bot.py (imagegen/eventloop.py): uvloop, or asyncio's own.
+    event_loop: Annotated[Literal["uvloop", "asyncio"], BeforeValidator(_lower)] = "uvloop"
     # Prometheus /metrics (Temporal SDK metrics + the pipeline's own) on this port; 0 turns it off.
     # Internal: never the public HTTP_PORT.
     metrics_port: OptionalPort = 0

@@ -73,6 +73,7 @@ async def test_sigterm_mid_burst_finishes_in_flight_work_and_a_new_worker_delive
           f"new worker DELIVER_OK: {new_log.count('DELIVER_OK')}")
 
     assert code == 0, old_log[-3000:]
+    assert "loop=uvloop" in old_log  # EVENT_LOOP's default: SIGTERM handled on uvloop too
     assert stopped_in < GRACEFUL_SHUTDOWN_SECONDS + 5  # inside the graceful shutdown, far below the 45 s grace
     assert all(r.outcome == "done" for r in results), results
     assert set(per_chat.values()) == {1}, per_chat  # exactly one photo per generation

@@ -110,6 +110,7 @@ async def test_both_metrics_endpoints_move_with_generations(ops_stack):
     assert all({"time", "level", "logger", "message"} <= set(x) for x in lines)
     assert "Traceback" not in worker_log and not any("exc" in x for x in lines), worker_log[-3000:]
     assert "Traceback" not in ps.procs[1].log()
+    assert "loop=uvloop" in ps.procs[1].log()  # the bot runs on uvloop (EVENT_LOOP's default)
 
 
 async def test_metrics_are_off_by_default_and_never_on_the_public_port(ops_stack):

@@ -27,7 +27,7 @@ def test_missing_required_setting_is_named(missing):
                                        ("DELIVERY_LEASE_SECONDS", "600"), ("DELIVERY_LEASE_SECONDS", "1"),
                                        ("DELIVERY_MODE", "fax"),
                                        ("POLL_SCHEDULE", "fast"), ("POLL_SCHEDULE", "10:0"),
-                                       ("POLL_SCHEDULE", "60:5,30:2")])
+                                       ("POLL_SCHEDULE", "60:5,30:2"), ("EVENT_LOOP", "trio")])
 def test_malformed_setting_is_named(key, value):
     with pytest.raises(SettingsError) as err:
         Settings.from_env({**BASE, key: value})
@@ -146,3 +146,23 @@ def test_pool_options_follow_the_settings():
     s = Settings.from_env({**BASE, "DB_POOL_SIZE": "7", "DB_ACQUIRE_TIMEOUT_SECONDS": "2.5",
                            "DB_COMMAND_TIMEOUT_SECONDS": "9"})
     assert s.pool_options() == {"max_size": 7, "acquire_timeout": 2.5, "command_timeout": 9.0}
+
+
+def test_event_loop_is_uvloop_unless_asyncio_is_asked_for():
+    import asyncio
+
+    import uvloop
+
+    from imagegen import eventloop
+
+    assert Settings.from_env(BASE).event_loop == "uvloop"
+    assert Settings.from_env({**BASE, "EVENT_LOOP": "AsyncIO"}).event_loop == "asyncio"
+
+    async def kind() -> str:
+        return eventloop.name()
+
+    assert eventloop.run(kind(), "uvloop") == "uvloop"
+    assert eventloop.run(kind(), "asyncio") == "asyncio"
+    assert eventloop.loop_factory("uvloop") is uvloop.new_event_loop and eventloop.loop_factory("asyncio") is None
+    with pytest.raises(ValueError):
+        eventloop.loop_factory("trio")

@@ -21,6 +21,7 @@ from aiohttp import web
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 
+from imagegen import eventloop
 from imagegen.bot import db_outage
 from imagegen.bot.callback_api import STATS_KEY, build_http_app
 from imagegen.bot.fsm_storage import PostgresStorage
@@ -161,7 +162,8 @@ async def run_bot(
                                                   every=settings.unstarted_sweep_seconds,
                                                   grace_seconds=settings.unstarted_sweep_seconds))
         reminders = asyncio.create_task(run_reminders(pool, bot))  # pictures left without a description
-        log.info("HTTP_STARTED host=%s port=%s mode=%s", settings.http_host, settings.http_port, settings.bot_mode)
+        log.info("HTTP_STARTED host=%s port=%s mode=%s loop=%s", settings.http_host, settings.http_port,
+                 settings.bot_mode, eventloop.name())
         if settings.bot_mode == "webhook":
             await bot.set_webhook(
                 url=settings.public_base_url + WEBHOOK_PATH,

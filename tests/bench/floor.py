@@ -58,4 +58,9 @@ async def _main(address: str, task_queue: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_main(sys.argv[1], sys.argv[2]))
+    import os
+
+    from imagegen import eventloop
+
+    # worker.py's loop (EVENT_LOOP, as its Settings read it; the floor needs none of the other settings)
+    eventloop.run(_main(sys.argv[1], sys.argv[2]), os.environ.get("EVENT_LOOP", "uvloop").strip().lower())
