@@ -71,6 +71,9 @@ LOCAL_STORE_SECONDS = 5.0  # how long the local attempt retries storing Kie's ta
 # A delivery cancelled while its request is on the way to Telegram waits this long for the answer:
 # an accepted picture makes the generation done (never "cancelled" with a picture in the chat).
 CANCEL_GRACE_SECONDS = 5.0
+# Telegram accepted the picture: if recording that takes longer than this, its message id is heartbeated
+# (a later attempt then only records it); a normal commit takes milliseconds and costs no heartbeat.
+MEMO_AFTER_SECONDS = 0.25
 
 
 def _memo(details: object, key: str, kind: type) -> dict | None:
@@ -105,6 +108,23 @@ async def _cancel_proof(job_id: str, work) -> object:
             if current is not None:
                 current.uncancel()
     return result
+
+
+async def _memo_if_slow(work, memo: dict, after: float | None = None):
+    """Await `work` (recording an accepted delivery); if it takes longer than `after` seconds, heartbeat
+    `memo` (the accepted message id) so that a later attempt only records it.
+
+    Not heartbeated up front: recording normally commits within milliseconds, and a heartbeat is a
+    server write per generation (docs/performance.md). Up to issue 18 the memo was heartbeated at once,
+    but the SDK's throttle held it back behind the lease keeper's first beat (sent when the send
+    started) for up to 2 s, so it reached the server only when recording was slower than that; now
+    the keeper's first beat comes after 2 s and this one, the attempt's first, goes out at once after
+    `after` (_retry_db also heartbeats it with each failed write)."""
+    task = asyncio.ensure_future(work)
+    done, _ = await asyncio.wait({task}, timeout=MEMO_AFTER_SECONDS if after is None else after)
+    if not done:
+        budget.heartbeat(memo)
+    return await task
 
 
 async def _answer_in_flight(send: asyncio.Future, grace: float):
@@ -373,7 +393,8 @@ class GenerationActivities:
 
         The lease is renewed with every heartbeat while sending (activities/lease.py); a holder that
         cannot keep it stops sending. Once Telegram has accepted, this attempt never sends again: the
-        accepted message id is heartbeated at once, recording it in Postgres is retried within the
+        accepted message id is heartbeated unless recording it commits promptly (_memo_if_slow),
+        recording it in Postgres is retried within the
         attempt's budget, and a later attempt that finds it in the heartbeat details only records it
         (see docs/reliability.md).
         """
@@ -454,10 +475,10 @@ class GenerationActivities:
                 raise
             # Accepted by Telegram: from here on, never send again.
             beat.update(message_id=result.message_id, level=result.level, owner=owner)
-            activity.heartbeat(dict(beat))
             log_event(inp.job_id, "DELIVER_OK", level=result.level, message_id=result.message_id,
                       edited=result.edited, lease_renewals=keeper.renewals)
-            return await _cancel_proof(inp.job_id, self._record_and_show(inp, dict(beat), deadline))
+            return await _cancel_proof(inp.job_id, _memo_if_slow(self._record_and_show(inp, dict(beat), deadline),
+                                                                 dict(beat)))
         finally:
             keeping.cancel()
             if not send.done():

@@ -147,3 +147,56 @@ async def test_edit_mode_notice_is_not_repeated_by_an_attempt_that_finds_the_mem
     assert result.message_id == memo["message_id"] and result.status_shown
     assert len(_notices(s, chat_id)) == 1, s.tg.dump()
     assert beats  # this path heartbeats too (no lease keeper runs on it)
+
+
+async def _redeliver(s, job_id: str, chat_id: int, repo=None):
+    """Run the deliver activity once more on a job made undelivered again: (its result, the heartbeats)."""
+    import dataclasses
+    from datetime import datetime, timedelta, timezone
+
+    from temporalio.testing import ActivityEnvironment
+
+    from imagegen.contracts import DeliverInput
+
+    await s.pool.execute("UPDATE generation_jobs SET delivered_at = NULL, delivering_at = NULL, delivery_owner = NULL, "
+                         "delivered_message_id = NULL, state = 'success' WHERE id = $1", job_id)
+    row = await s.repo.get(job_id)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, start_to_close_timeout=timedelta(seconds=100), attempt=1,
+                                   started_time=datetime.now(timezone.utc), heartbeat_details=[])
+    beats: list = []
+    env.on_heartbeat = lambda *details: beats.append(details)
+    inp = DeliverInput(job_id=job_id, chat_id=chat_id, url=row["result_urls"][0], model="zimage", aspect_ratio="1:1",
+                       lang="ru", show_done=True, status_message_id=row["status_message_id"])
+    return await env.run(s.activities.deliver, inp), beats
+
+
+async def test_a_prompt_delivery_heartbeats_nothing_and_a_slow_record_heartbeats_the_memo(temporal_env, pg_dsn, pool,
+                                                                                           monkeypatch):
+    """Issue 18: a delivery done within the lease keeper's first interval sends the server no heartbeat
+    (one write per generation less); when recording Telegram's accept is slow, the accepted message id
+    is heartbeated after MEMO_AFTER_SECONDS, so a later attempt would only record it."""
+    from activities import generation as acts
+
+    s = await make_stack(temporal_env, pg_dsn, pool)
+    try:
+        handle, job_id, chat_id = await s.start_generation()
+        assert (await asyncio.wait_for(handle.result(), 40)).outcome == "done"
+
+        result, beats = await _redeliver(s, job_id, chat_id)
+        assert result.outcome == "delivered" and beats == []
+        assert (await s.repo.get(job_id))["delivered_message_id"] == result.message_id
+
+        real = s.repo.mark_delivered
+
+        async def slow_mark(*args, **kwargs):
+            await asyncio.sleep(acts.MEMO_AFTER_SECONDS + 0.5)
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(s.repo, "mark_delivered", slow_mark)
+        result, beats = await _redeliver(s, job_id, chat_id)
+        assert result.outcome == "delivered"
+        assert [b[0]["message_id"] for b in beats] == [result.message_id], beats  # the memo, once
+        assert (await s.repo.get(job_id))["delivered_message_id"] == result.message_id
+    finally:
+        await s.stop()
