@@ -110,18 +110,13 @@ async def _cancel_proof(job_id: str, work) -> object:
     return result
 
 
-async def _memo_if_slow(work, memo: dict, after: float | None = None):
-    """Await `work` (recording an accepted delivery); if it takes longer than `after` seconds, heartbeat
-    `memo` (the accepted message id) so that a later attempt only records it.
-
-    Not heartbeated up front: recording normally commits within milliseconds, and a heartbeat is a
-    server write per generation (docs/performance.md). Up to issue 18 the memo was heartbeated at once,
-    but the SDK's throttle held it back behind the lease keeper's first beat (sent when the send
-    started) for up to 2 s, so it reached the server only when recording was slower than that; now
-    the keeper's first beat comes after 2 s and this one, the attempt's first, goes out at once after
-    `after` (_retry_db also heartbeats it with each failed write)."""
+async def _memo_if_slow(work, memo: dict):
+    """Await `work` (recording an accepted delivery); if it takes longer than MEMO_AFTER_SECONDS,
+    heartbeat `memo` (the accepted message id) so that a later attempt only records it. Not up front:
+    a prompt commit then costs the server no heartbeat (docs/performance.md); after this, the lease
+    keeper beats the memo every 2 s and _retry_db with each failed write."""
     task = asyncio.ensure_future(work)
-    done, _ = await asyncio.wait({task}, timeout=MEMO_AFTER_SECONDS if after is None else after)
+    done, _ = await asyncio.wait({task}, timeout=MEMO_AFTER_SECONDS)
     if not done:
         budget.heartbeat(memo)
     return await task
@@ -394,9 +389,8 @@ class GenerationActivities:
         The lease is renewed with every heartbeat while sending (activities/lease.py); a holder that
         cannot keep it stops sending. Once Telegram has accepted, this attempt never sends again: the
         accepted message id is heartbeated unless recording it commits promptly (_memo_if_slow),
-        recording it in Postgres is retried within the
-        attempt's budget, and a later attempt that finds it in the heartbeat details only records it
-        (see docs/reliability.md).
+        recording it in Postgres is retried within the attempt's budget, and a later attempt that finds
+        it in the heartbeat details only records it (see docs/reliability.md).
         """
         info = activity.info()
         deadline = budget.attempt_deadline()

@@ -1,7 +1,7 @@
 """The delivering attempt's heartbeat, which also renews its delivery lease.
 
-Every HEARTBEAT_EVERY_SECONDS (the first one interval after the start): heartbeat Temporal (with the accepted-message memo once there is one)
-and renew the Postgres lease (``UPDATE … SET delivering_at = now() WHERE id = … AND delivery_owner =
+Every HEARTBEAT_EVERY_SECONDS, the first one interval after the start: heartbeat Temporal (with the
+accepted-message memo once there is one) and renew the Postgres lease (``UPDATE … SET delivering_at = now() WHERE id = … AND delivery_owner =
 <me>``). A holder that cannot keep its lease stops sending: when the renewal finds the lock taken over
 (or the job delivered), or when it has not succeeded for half a lease (Postgres away), the guarded
 send is cancelled and ``lost`` says why. A live holder is thus never overtaken while it sends, and a

@@ -17,7 +17,8 @@ T = TypeVar("T")
 
 def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's loop factory for "uvloop" (None, asyncio's default loop, when it is not installed);
-    None for "asyncio"."""
+    None for "asyncio". `choice` as EVENT_LOOP spells it (any case)."""
+    choice = choice.strip().lower()
     if choice == "asyncio":
         return None
     if choice != "uvloop":

@@ -149,7 +149,7 @@ async def test_edit_mode_notice_is_not_repeated_by_an_attempt_that_finds_the_mem
     assert beats  # this path heartbeats too (no lease keeper runs on it)
 
 
-async def _redeliver(s, job_id: str, chat_id: int, repo=None):
+async def _redeliver(s, job_id: str, chat_id: int):
     """Run the deliver activity once more on a job made undelivered again: (its result, the heartbeats)."""
     import dataclasses
     from datetime import datetime, timedelta, timezone

@@ -162,7 +162,7 @@ def test_event_loop_is_uvloop_unless_asyncio_is_asked_for():
         return eventloop.name()
 
     assert eventloop.run(kind(), "uvloop") == "uvloop"
-    assert eventloop.run(kind(), "asyncio") == "asyncio"
+    assert eventloop.run(kind(), "asyncio") == "asyncio" and eventloop.run(kind(), " UVLoop ") == "uvloop"
     assert eventloop.loop_factory("uvloop") is uvloop.new_event_loop and eventloop.loop_factory("asyncio") is None
     with pytest.raises(ValueError):
         eventloop.loop_factory("trio")

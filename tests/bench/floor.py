@@ -62,5 +62,5 @@ if __name__ == "__main__":
 
     from imagegen import eventloop
 
-    # worker.py's loop (EVENT_LOOP, as its Settings read it; the floor needs none of the other settings)
-    eventloop.run(_main(sys.argv[1], sys.argv[2]), os.environ.get("EVENT_LOOP", "uvloop").strip().lower())
+    # worker.py's loop (EVENT_LOOP; the floor needs none of worker.py's other settings)
+    eventloop.run(_main(sys.argv[1], sys.argv[2]), os.environ.get("EVENT_LOOP", "uvloop"))

@@ -69,7 +69,8 @@ def tree_cpu_seconds(pid: int) -> float:
         return 0.0
     for kid in kids:
         try:
-            total += kid.cpu_times().user + kid.cpu_times().system
+            t = kid.cpu_times()
+            total += t.user + t.system
         except psutil.Error:
             pass  # exited meanwhile: counted in the parent's children_* from now on
     return total
