@@ -308,13 +308,16 @@ async def test_callbacks_per_job_are_throttled_so_a_flood_cannot_grow_the_histor
     task_id = next(iter(stack.kie.tasks))
     await stack.kie.wait_done(task_id)
     url = make_url(stack.config.public_base_url, stack.config.callback_secret.get_secret_value(), job_id)
+    # The first signal starts the delivery; holding the photo keeps the workflow running through the flood,
+    # so every callback let through is one the workflow gets (a fast delivery would close it after four).
+    stack.tg.delay_next("sendPhoto", 5.0)
     statuses = []
     async with aiohttp.ClientSession() as s:
         for _ in range(30):
             async with s.post(url, json=stack.kie.make_callback_body(task_id)) as r:
                 statuses.append(r.status)
     assert statuses.count(200) == 5 and statuses.count(429) == 25
-    await asyncio.wait_for(handle.result(), 20)
+    await asyncio.wait_for(handle.result(), 30)
     history = await handle.fetch_history()
     signals = [e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
     assert len(signals) == 5
