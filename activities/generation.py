@@ -396,7 +396,9 @@ class GenerationActivities:
         deadline = budget.attempt_deadline()
         lease = self.settings.delivery_lease_seconds
         owner = f"{info.workflow_id}#{info.attempt}#{uuid.uuid4().hex[:8]}"
-        accepted = _memo(info.heartbeat_details, "message_id", int)
+        # Telegram accepted it in an earlier attempt: that attempt's heartbeat, or the local attempt's
+        # failure (LOCAL_DELIVERY_SHAPE, handed over through the workflow) carries the message id.
+        accepted = _memo(info.heartbeat_details, "message_id", int) or _memo([inp.accepted], "message_id", int)
         if accepted is not None:
             activity.heartbeat(accepted)  # carry it forward in case recording fails again
             log_event(inp.job_id, "DELIVER_ALREADY_ACCEPTED", message_id=accepted["message_id"],
@@ -471,12 +473,32 @@ class GenerationActivities:
             beat.update(message_id=result.message_id, level=result.level, owner=owner)
             log_event(inp.job_id, "DELIVER_OK", level=result.level, message_id=result.message_id,
                       edited=result.edited, lease_renewals=keeper.renewals)
+            if info.is_local:
+                return await _cancel_proof(inp.job_id, self._record_here(inp, dict(beat), deadline))
             return await _cancel_proof(inp.job_id, _memo_if_slow(self._record_and_show(inp, dict(beat), deadline),
                                                                  dict(beat)))
         finally:
             keeping.cancel()
             if not send.done():
                 send.cancel()
+
+    @activity.defn(name="delivery_outcome")
+    async def delivery_outcome(self, job_id: str) -> DeliverResult | None:
+        """For a cancelled generation whose delivery ran as a local activity: what Postgres says was
+        delivered (the message Telegram accepted), or None when nothing was. While an attempt holds
+        the job's lock (sending, or recording what Telegram accepted), it waits for that attempt, at most
+        one lease (a holder that died without recording: None, as nothing is known to be in the chat)."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.settings.delivery_lease_seconds + 1.0
+        while True:
+            job = await self.repo.get(job_id)
+            if job is not None and job["delivered_at"] is not None:
+                log_event(job_id, "DELIVERY_OUTCOME", delivered=True, message_id=job["delivered_message_id"])
+                return DeliverResult("delivered", job["delivery_level"] or "", job["delivered_message_id"])
+            if job is None or job["delivering_at"] is None or loop.time() > until:
+                log_event(job_id, "DELIVERY_OUTCOME", delivered=False)
+                return None
+            await budget.sleep_heartbeating(0.5)
 
     async def _send(self, inp: DeliverInput, status_message_id: int | None):
         model = MODELS[inp.model]
@@ -496,17 +518,37 @@ class GenerationActivities:
             allow_private=self.settings.allow_private_urls,
         )
 
+    async def _record_here(self, inp: DeliverInput, accepted: dict, deadline: float) -> DeliverResult:
+        """The local attempt's (LOCAL_DELIVERY_SHAPE) record and status. It has no heartbeat to keep the
+        accepted memo in, so when recording does not commit within MEMO_AFTER_SECONDS (where the
+        activity heartbeats it), the write is stopped and the memo goes back to the workflow in the
+        failure's details: the delivery activity the workflow starts next only records it and shows the
+        status (recording is idempotent). A cancel that came meanwhile: recorded here, however long."""
+        record = asyncio.ensure_future(self._record(inp, accepted, deadline))
+        done, _ = await asyncio.wait({record}, timeout=MEMO_AFTER_SECONDS)
+        if not done and not activity.is_cancelled():
+            record.cancel()
+            log_event(inp.job_id, "DELIVER_HANDED_OVER", message_id=accepted["message_id"], reason="recording is slow")
+            raise ApplicationError("Telegram accepted the picture; recording it is left to the delivery activity",
+                                   dict(accepted), type="DeliveryAccepted", category=BENIGN)
+        return await self._show(inp, await record, accepted, deadline)
+
     async def _record_and_show(self, inp: DeliverInput, accepted: dict, deadline: float) -> DeliverResult:
-        """Telegram accepted `accepted`: record it (retried while Postgres is unreachable), then show
-        the final status when the workflow asks (show_done). A 429 on that status is honoured here (its
-        retry_after, jittered, then once more, heartbeating the memo meanwhile) when the attempt's budget
-        allows; any other failure leaves it to the workflow's `finish` activity, which retries it. The
-        picture stays delivered whatever happens to the status."""
+        return await self._show(inp, await self._record(inp, accepted, deadline), accepted, deadline)
+
+    async def _record(self, inp: DeliverInput, accepted: dict, deadline: float) -> DeliverResult:
+        """Telegram accepted `accepted`: record it (retried while Postgres is unreachable)."""
         held = await self._retry_db(inp.job_id, "mark_delivered", lambda: self.repo.mark_delivered(
             inp.job_id, accepted["owner"], message_id=accepted["message_id"], level=accepted["level"]),
             deadline, accepted)
         log_event(inp.job_id, "MARK_DELIVERED", message_id=accepted["message_id"], lock_held=held)
-        result = DeliverResult("delivered", accepted["level"], accepted["message_id"])
+        return DeliverResult("delivered", accepted["level"], accepted["message_id"])
+
+    async def _show(self, inp: DeliverInput, result: DeliverResult, accepted: dict, deadline: float) -> DeliverResult:
+        """The picture is recorded: show the final status when the workflow asks (show_done). A 429 on
+        that status is honoured here (its retry_after, jittered, then once more, heartbeating the memo
+        meanwhile) when the attempt's budget allows; any other failure leaves it to the workflow's
+        `finish` activity, which retries it. The picture stays delivered whatever happens to the status."""
         if not inp.show_done:
             return result
         final = FinishInput(job_id=inp.job_id, chat_id=inp.chat_id, outcome="done", detail="",
@@ -629,8 +671,8 @@ class GenerationActivities:
             raise
 
     def all(self) -> list:
-        return [self.create_task, self.poll_task, self.deliver, self.finish, self.queue_status, self.credits_reserve,
-                self.credits_settle, *self.inputs.all()]
+        return [self.create_task, self.poll_task, self.deliver, self.delivery_outcome, self.finish, self.queue_status,
+                self.credits_reserve, self.credits_settle, *self.inputs.all()]
 
     def for_queue(self, kind: str) -> list:
         """The activities that run on one rate-limited task queue (imagegen/ratelimits.py)."""

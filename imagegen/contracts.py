@@ -68,7 +68,7 @@ class GenerationInput:
     images: list[InputImage] = field(default_factory=list)
     # The workflow's shape (issue 18), chosen by who starts it, so a new shape costs no patch marker and
     # no TemporalChangeVersion upsert: 0 = the shape given by the patches (every history recorded before
-    # issue 18, whose input has no such field); 2 = LEAN_SHAPE; 3 = LOCAL_CREATE_SHAPE. Start new
+    # issue 18, whose input has no such field); 2 = LEAN_SHAPE; 3 = LOCAL_CREATE_SHAPE; 4 = LOCAL_DELIVERY_SHAPE. Start new
     # workflows with GENERATION_SHAPE.
     shape: int = 0
 
@@ -82,7 +82,12 @@ LEAN_SHAPE = 2
 # Workers first: an older worker runs shape 3 as shape 2 (and drops CreateTaskInput.task_id); rolling
 # workers back below this shape while shape-3 generations run breaks their replay.
 LOCAL_CREATE_SHAPE = 3
-GENERATION_SHAPE = LOCAL_CREATE_SHAPE
+# The local-create shape, and the delivery first tried as a local activity in the workflow task that found
+# the result (no activity task, no workflow task for its result); whatever that attempt cannot finish
+# (lock busy, Telegram's 429 or 5xx, a slow record of an accepted picture, with its memo) goes to the
+# regular delivery activity. Workers first, as for shape 3.
+LOCAL_DELIVERY_SHAPE = 4
+GENERATION_SHAPE = LOCAL_DELIVERY_SHAPE
 
 
 @dataclass
@@ -185,6 +190,9 @@ class DeliverInput:
     # it could not (status_shown False).
     show_done: bool = False
     status_message_id: int | None = None
+    # LOCAL_DELIVERY_SHAPE: Telegram accepted the local attempt's picture but recording it was slow; the
+    # memo (message_id, level, owner) it handed back: this attempt only records it, never sends.
+    accepted: dict | None = None
 
 
 @dataclass

@@ -200,3 +200,39 @@ async def test_a_prompt_delivery_heartbeats_nothing_and_a_slow_record_heartbeats
         assert (await s.repo.get(job_id))["delivered_message_id"] == result.message_id
     finally:
         await s.stop()
+
+
+async def test_a_local_delivery_whose_record_is_slow_hands_the_accepted_picture_to_the_activity(
+        temporal_env, pg_dsn, pool, monkeypatch, caplog):
+    """LOCAL_DELIVERY_SHAPE: the local attempt has no heartbeat to keep Telegram's accept in. When
+    recording it does not commit within MEMO_AFTER_SECONDS, the attempt stops the write and hands the
+    memo back through the workflow; the delivery activity only records it: one picture, recorded with
+    its message id, and the final status shown."""
+    from activities import generation as acts
+    from tests.support.histories import activity_types
+
+    caplog.set_level(logging.INFO, logger="imagegen")
+    s = await make_stack(temporal_env, pg_dsn, pool)
+    try:
+        real, calls = s.repo.mark_delivered, []
+
+        async def slow_first(*args, **kwargs):
+            calls.append(time.monotonic())
+            if len(calls) == 1:
+                await asyncio.sleep(acts.MEMO_AFTER_SECONDS + 5)  # stopped by the hand-over long before
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(s.repo, "mark_delivered", slow_first)
+        handle, job_id, chat_id = await s.start_generation()
+        assert (await asyncio.wait_for(handle.result(), 40)).outcome == "done"
+        (photo,) = s.photos_for(chat_id)
+        assert len(s.tg.calls_of("sendPhoto")) == 1
+        row = await s.repo.get(job_id)
+        assert row["delivered_message_id"] == photo.message_id and row["delivering_at"] is None
+        assert len(calls) == 2 and calls[1] - calls[0] < 3  # the activity recorded it, not the slow write
+        assert activity_types(await handle.fetch_history())[-2:] == ["deliver (local)", "deliver"]
+        logged = [r.getMessage() for r in caplog.records if job_id in r.getMessage()]
+        assert any("DELIVER_HANDED_OVER" in m for m in logged) and any("DELIVER_ALREADY_ACCEPTED" in m for m in logged)
+        assert s.tg.messages(chat_id)[0]["text"] == t("status.done", "ru")
+    finally:
+        await s.stop()

@@ -49,7 +49,7 @@ async def test_a_photo_and_a_caption_make_one_picture_from_the_uploaded_photo(st
     assert list(recorded) == [0] and recorded[0]["url"] == upload.url and recorded[0]["sha256"] == sha(picture)
     assert recorded[0]["file_name"] == f"{job_id}-0.png" and recorded[0]["reused"] is False
     history = await handle.fetch_history()
-    assert activity_types(history) == ["upload_inputs", "create_task (local)", "poll_task (local)", "deliver"]
+    assert activity_types(history) == ["upload_inputs", "create_task (local)", "poll_task (local)", "deliver (local)"]
     markers = [str(e.marker_recorded_event_attributes) for e in history.events
                if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED]
     assert not any(EDIT_INPUTS_PATCH in m for m in markers)  # implied by the lean shape (issue 18): no marker

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from imagegen.contracts import GENERATION_SHAPE, LEAN_SHAPE
+from imagegen.contracts import GENERATION_SHAPE, LEAN_SHAPE, LOCAL_CREATE_SHAPE
 from imagegen.i18n import t
 from imagegen.pacer import Pacer
 from imagegen.ratelimits import (KIE_CREATE, KIE_INFO, TELEGRAM, TELEGRAM_CALLS_PER_TASK, RateLimit, paced_worst,
@@ -278,12 +278,14 @@ async def test_a_kind_without_a_limit_runs_on_the_workflows_own_queue(stack):
         return scheduled, len(local)
 
     q = stack.task_queue
-    # Issue 18: createTask (Kie's window has a slot) and recordInfo are local activities, paced in
-    # Postgres, on no queue at all; the delivery on the workflow's own.
-    assert await queues([KIE_INFO, TELEGRAM]) == ({"deliver": q}, 2)
-    assert await queues([TELEGRAM]) == ({"deliver": q}, 2)  # the default limits
+    # Issue 18: createTask (Kie's window has a slot), recordInfo and the delivery are local activities,
+    # paced in Postgres (Telegram by every call of the worker's Bot), on no queue at all.
+    assert await queues([KIE_INFO, TELEGRAM]) == ({}, 3)
+    assert await queues([TELEGRAM]) == ({}, 3)  # the default limits
+    # The local-create shape: the delivery on the workflow's own queue.
+    assert await queues([TELEGRAM], shape=LOCAL_CREATE_SHAPE) == ({"deliver": q}, 2)
     # A bot from before the Telegram pacer (during a rollout) keeps the Telegram queue.
-    assert await queues([]) == ({"deliver": f"{q}-telegram"}, 2)
+    assert await queues([], shape=LOCAL_CREATE_SHAPE) == ({"deliver": f"{q}-telegram"}, 2)
     # The lean shape of a bot before the local createTask: createTask on its rate-limited queue.
     assert await queues([TELEGRAM], shape=LEAN_SHAPE) == ({"create_task": f"{q}-kie-create", "deliver": q}, 1)
     # A workflow an older bot started (shape 0, during a rollout) keeps the queues it always had.

@@ -19,7 +19,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from imagegen.contracts import GENERATION_SHAPE, LEAN_SHAPE, GenerationInput, GenerationResult
+from imagegen.contracts import GENERATION_SHAPE, LEAN_SHAPE, LOCAL_CREATE_SHAPE, GenerationInput, GenerationResult
 from tests.support.images import make_png
 from tests.support.stack import start_generation_workflow
 
@@ -52,10 +52,16 @@ SCENARIOS = {
     "shaped_edit": dict(shape=LEAN_SHAPE, edit=2),
     # Recorded with the local-create shape (LOCAL_CREATE_SHAPE: createTask a local activity when Kie's
     # window has room, the queued activity when the local attempt could not), with an edit and credits:
-    "local_create_callback": dict(),
-    "local_create_retried": dict(create_errors=[500]),
-    "local_create_edit": dict(edit=1),
-    "local_create_credits_kie_fail": dict(prompt="a thing [fail]", price=2),
+    "local_create_callback": dict(shape=LOCAL_CREATE_SHAPE),
+    "local_create_retried": dict(shape=LOCAL_CREATE_SHAPE, create_errors=[500]),
+    "local_create_edit": dict(shape=LOCAL_CREATE_SHAPE, edit=1),
+    "local_create_credits_kie_fail": dict(shape=LOCAL_CREATE_SHAPE, prompt="a thing [fail]", price=2),
+    # Recorded with the local-delivery shape (LOCAL_DELIVERY_SHAPE: the delivery a local activity too,
+    # the delivery activity when the local attempt could not finish), with an edit and credits:
+    "local_delivery_callback": dict(),
+    "local_delivery_retried": dict(telegram_fail=("sendPhoto", 502, "Bad Gateway")),
+    "local_delivery_edit": dict(edit=1),
+    "local_delivery_credits_kie_fail": dict(prompt="a thing [fail]", price=2),
 }
 
 

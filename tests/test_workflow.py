@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from imagegen.contracts import GENERATION_SHAPE, LEAN_SHAPE, LOCAL_CREATE_SHAPE
+from imagegen.contracts import GENERATION_SHAPE, LEAN_SHAPE, LOCAL_CREATE_SHAPE, LOCAL_DELIVERY_SHAPE
 from imagegen.i18n import t
 from tests.support.histories import activity_types
 from workflows.generation import POLL_RETRY
@@ -50,14 +50,14 @@ async def test_delivery_shows_the_final_status_itself_and_finish_is_only_the_fal
     handle, _, chat_id = await stack.start_generation()
     assert (await finished(stack, handle, chat_id)).outcome == "done"
     assert status_text(stack, chat_id) == t("status.done", "ru")
-    assert activity_types(await handle.fetch_history()) == ["create_task (local)", "poll_task (local)", "deliver"]
+    assert activity_types(await handle.fetch_history()) == ["create_task (local)", "poll_task (local)", "deliver (local)"]
 
     stack.tg.fail_next("editMessageText", 502, "Bad Gateway")  # the delivery's own status edit
     handle, job_id, chat_id = await stack.start_generation(prompt="a second fox")
     assert (await finished(stack, handle, chat_id)).outcome == "done"
     assert len(stack.photos_for(chat_id)) == 1
     assert status_text(stack, chat_id) == t("status.done", "ru")
-    assert activity_types(await handle.fetch_history()) == ["create_task (local)", "poll_task (local)", "deliver",
+    assert activity_types(await handle.fetch_history()) == ["create_task (local)", "poll_task (local)", "deliver (local)",
                                                             "finish"]
     assert (await stack.repo.get(job_id))["delivered_at"] is not None
 
@@ -341,8 +341,10 @@ async def test_each_shape_costs_fewer_round_trips_than_the_one_before(stack):
         assert len(stack.photos_for(chat_id)) == 1 and status_text(stack, chat_id) == t("status.done", "ru")
         return await history_counts(stack.client, [handle.id])
 
-    assert GENERATION_SHAPE == LOCAL_CREATE_SHAPE
+    assert GENERATION_SHAPE == LOCAL_DELIVERY_SHAPE
+    here = await counts(LOCAL_DELIVERY_SHAPE)
     local, lean, patched = await counts(LOCAL_CREATE_SHAPE), await counts(LEAN_SHAPE), await counts(0)
+    assert here == {"workflow_tasks": 2, "activity_tasks": 0, "timers": 1, "upserts": 2, "markers": 3, "events": 16}
     assert local == {"workflow_tasks": 3, "activity_tasks": 1, "timers": 1, "upserts": 2, "markers": 2, "events": 21}
     assert lean == {"workflow_tasks": 4, "activity_tasks": 2, "timers": 2, "upserts": 2, "markers": 1, "events": 28}
     assert patched == {"workflow_tasks": 5, "activity_tasks": 3, "timers": 2, "upserts": 4, "markers": 1, "events": 36}

@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         CreditsResult,
         LEAN_SHAPE,
         LOCAL_CREATE_SHAPE,
+        LOCAL_DELIVERY_SHAPE,
         PollInput,
         QueueStatusInput,
         StatusProgress,
@@ -72,6 +73,14 @@ DELIVER_RETRY = RetryPolicy(
 )
 DELIVER_START_TO_CLOSE = timedelta(seconds=100)
 DELIVER_HEARTBEAT = timedelta(seconds=15)
+# The local delivery attempt (LOCAL_DELIVERY_SHAPE) is tried once: whatever it cannot finish, the
+# delivery activity retries (with the accepted memo when Telegram had taken the picture).
+LOCAL_DELIVER_RETRY = RetryPolicy(maximum_attempts=1)
+# A cancelled generation of that shape asks Postgres whether the local attempt delivered (it waits while
+# an attempt holds the lock, at most one lease); retried until Postgres answers.
+OUTCOME_START_TO_CLOSE = timedelta(minutes=3)
+OUTCOME_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10),
+                            maximum_attempts=0)
 # Search attributes, current details and metrics arrived after histories were recorded: workflows
 # started before this change replay without them (workflow.patched), new ones record them.
 VISIBILITY_PATCH = "operator-visibility-1"
@@ -250,6 +259,11 @@ class GenerationWorkflow:
             if not is_cancelled_exception(err):
                 raise
             delivered = self._delivered()
+            if delivered is None and inp.shape >= LOCAL_DELIVERY_SHAPE and self._task_id:
+                # A local delivery's result is not in the history when the cancel came: cancelled while
+                # running (a local activity resolves at once), or its workflow task was discarded
+                # because the cancel arrived during it. Postgres knows whether Telegram accepted it.
+                delivered = await self._delivery_outcome(inp)
             if delivered is not None:
                 # The cancel came when the delivery had already completed (both in one workflow task):
                 # the picture is in the chat, so the generation is done, not cancelled.
@@ -350,32 +364,72 @@ class GenerationWorkflow:
         # The lean shape records no upsert here: "delivering" lasts a second, an operator finds these
         # as GenerationState=waiting with the query's phase (README, "Operator guide").
         self._move_to("delivering", upsert=not self._shaped)
+        deliver = DeliverInput(
+            job_id=inp.job_id, chat_id=inp.chat_id, url=urls[0], model=inp.model, aspect_ratio=inp.aspect_ratio,
+            lang=inp.lang, show_done=lean, status_message_id=inp.status_message_id,
+        )
         try:
-            self._delivery = workflow.start_activity_method(
-                GenerationActivities.deliver,
-                DeliverInput(
-                    job_id=inp.job_id, chat_id=inp.chat_id, url=urls[0], model=inp.model, aspect_ratio=inp.aspect_ratio,
-                    lang=inp.lang, show_done=lean, status_message_id=inp.status_message_id,
-                ),
-                task_queue=self._queue(ratelimits.TELEGRAM),
-                start_to_close_timeout=DELIVER_START_TO_CLOSE,
-                heartbeat_timeout=DELIVER_HEARTBEAT,
-                schedule_to_close_timeout=timedelta(hours=1),
-                retry_policy=DELIVER_RETRY,
-                # Wait for the activity to confirm a cancel: only then is it known that nothing is
-                # being sent (an attempt that Telegram already accepted completes as delivered).
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                summary="deliver (url → bytes → text)" + (" + status ✅" if lean else ""),
-            )
-            delivered = await self._delivery
-        except ActivityError as err:
+            delivered = None
+            if inp.shape >= LOCAL_DELIVERY_SHAPE:
+                delivered, deliver = await self._deliver_here(deliver)
+            if delivered is None:
+                delivered = await self._deliver_queued(deliver)
+        except (ActivityError, ApplicationError) as err:  # the local attempt's failure comes unwrapped
             _raise_if_cancelled(err)
-            permanent = isinstance(err.cause, ApplicationError) and err.cause.type == "PermanentDeliveryError"
+            cause = err.cause if isinstance(err, ActivityError) else err
+            permanent = isinstance(cause, ApplicationError) and cause.type == "PermanentDeliveryError"
             return await self._finish(inp, "undeliverable" if permanent else "error", _failure_message(err))
         if self._visible:
             metrics.observe("imagegen_callback_to_delivered_seconds", (workflow.now() - woke_at).total_seconds(),
                             meter=workflow.metric_meter())
         return await self._done(inp, delivered)
+
+    async def _deliver_queued(self, deliver: DeliverInput) -> DeliverResult:
+        """The delivery activity, retried until delivered or an hour has passed."""
+        self._delivery = workflow.start_activity_method(
+            GenerationActivities.deliver,
+            deliver,
+            task_queue=self._queue(ratelimits.TELEGRAM),
+            start_to_close_timeout=DELIVER_START_TO_CLOSE,
+            heartbeat_timeout=DELIVER_HEARTBEAT,
+            schedule_to_close_timeout=timedelta(hours=1),
+            retry_policy=DELIVER_RETRY,
+            # Wait for the activity to confirm a cancel: only then is it known that nothing is
+            # being sent (an attempt that Telegram already accepted completes as delivered).
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary="deliver (url → bytes → text)" + (" + status ✅" if deliver.show_done else ""),
+        )
+        return await self._delivery
+
+    async def _deliver_here(self, deliver: DeliverInput) -> tuple[DeliverResult | None, DeliverInput]:
+        """LOCAL_DELIVERY_SHAPE: the delivery as a local activity in this workflow task. Its result when
+        it delivered (or found the picture delivered); a PermanentDeliveryError is raised; otherwise
+        (None, the input for the delivery activity), carrying the accepted memo when Telegram had taken
+        the picture and recording it was left to the activity."""
+        self._delivery = workflow.start_local_activity_method(
+            GenerationActivities.deliver, deliver,
+            start_to_close_timeout=DELIVER_START_TO_CLOSE, retry_policy=LOCAL_DELIVER_RETRY,
+            # As the activity: a cancel waits for the attempt, which completes when Telegram had accepted.
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary="deliver (url → bytes → text)" + (" + status ✅" if deliver.show_done else ""),
+        )
+        try:
+            return await self._delivery, deliver
+        except (ActivityError, ApplicationError) as err:  # a local activity's own failure comes unwrapped
+            _raise_if_cancelled(err)
+            cause = err.cause if isinstance(err, ActivityError) else err
+            if isinstance(cause, ApplicationError) and cause.type == "PermanentDeliveryError":
+                raise
+            memo = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else None
+            accepted = memo if isinstance(memo, dict) and isinstance(memo.get("message_id"), int) else None
+            self._last_error = f"deliver: {_failure_message(err)}"
+            self._delivery = None
+            # Telegram's retry_after (429), or the lock holder's lease: the activity starts after it, as
+            # the activity's own retry would (a timer, only on this path).
+            delay = cause.next_retry_delay if isinstance(cause, ApplicationError) else None
+            if accepted is None and delay is not None and delay > timedelta(0):
+                await workflow.sleep(delay)
+            return None, dataclasses.replace(deliver, accepted=accepted)
 
     async def _create_here(self, create: CreateTaskInput) -> tuple[str, CreateTaskInput]:
         """LOCAL_CREATE_SHAPE: createTask as a local activity in this workflow task, if Kie's window has a
@@ -434,6 +488,13 @@ class GenerationWorkflow:
         return await workflow.execute_activity_method(
             GenerationActivities.poll_task, poll, task_queue=self._queue(ratelimits.KIE_INFO),
             start_to_close_timeout=POLL_START_TO_CLOSE, retry_policy=POLL_RETRY, summary=summary)
+
+    async def _delivery_outcome(self, inp: GenerationInput) -> DeliverResult | None:
+        """The job's delivery as Postgres has it, once no attempt holds its lock (activities/generation.py)."""
+        return await workflow.execute_activity_method(
+            GenerationActivities.delivery_outcome, inp.job_id, task_queue=workflow.info().task_queue,
+            start_to_close_timeout=OUTCOME_START_TO_CLOSE, heartbeat_timeout=DELIVER_HEARTBEAT,
+            retry_policy=OUTCOME_RETRY, summary="delivered before the cancel?")
 
     def _delivered(self) -> DeliverResult | None:
         """The delivery's result when it completed (Telegram accepted: nothing after that is cancelled)."""
