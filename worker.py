@@ -37,6 +37,7 @@ from imagegen.migrate import apply_migrations
 from imagegen import kie_account
 from imagegen.retention import ensure_schedule
 from imagegen.sandbox import workflow_runner
+from imagegen.typehints import cache_type_hints
 from imagegen.telegram_pacing import telegram_pacing
 from imagegen.settings import Settings, SettingsError
 from imagegen.temporal_connect import connect_process
@@ -110,6 +111,7 @@ def build_workers(client: Client, task_queue: str, acts: GenerationActivities,
 def make_worker(client: Client, task_queue: str, activities: list, max_concurrent_activities: int = 50,
                 **options) -> Worker:
     """A Worker with this project's settings (also the benchmark floor's: tests/bench/floor.py)."""
+    cache_type_hints()  # payload dataclasses' type hints once per class (imagegen/typehints.py)
     return Worker(
         client,
         task_queue=task_queue,

@@ -68,8 +68,8 @@ class GenerationInput:
     images: list[InputImage] = field(default_factory=list)
     # The workflow's shape (issue 18), chosen by who starts it, so a new shape costs no patch marker and
     # no TemporalChangeVersion upsert: 0 = the shape given by the patches (every history recorded before
-    # issue 18, whose input has no such field); 2 = LEAN_SHAPE; 3 = LOCAL_CREATE_SHAPE; 4 = LOCAL_DELIVERY_SHAPE. Start new
-    # workflows with GENERATION_SHAPE.
+    # issue 18, whose input has no such field); 2 = LEAN_SHAPE; 3 = LOCAL_CREATE_SHAPE;
+    # 4 = LOCAL_DELIVERY_SHAPE. Start new workflows with GENERATION_SHAPE.
     shape: int = 0
 
 

@@ -150,3 +150,37 @@ def test_workflow_modules_hold_no_state_a_run_could_change():
                     assert isinstance(value, allowed), f"{path.name}: {target.id} is a {type(value).__name__}"
                     checked += 1
     assert checked > 10  # the constants of workflows/generation.py at least
+
+
+def test_payload_dataclasses_type_hints_are_worked_out_once_per_class():
+    """imagegen/typehints.py: the converter decodes exactly what it decoded before, and asks
+    typing.get_type_hints once per dataclass however many payloads it decodes into it."""
+    import typing
+
+    from temporalio.converter import DataConverter, _payload_converter
+
+    from imagegen.contracts import DeliverInput, GenerationInput, PollInput, StatusProgress
+    from imagegen.typehints import cache_type_hints
+
+    converter = DataConverter.default.payload_converter
+    values = [GenerationInput(job_id="j", user_id=1, chat_id=2, prompt="a fox", model="zimage",
+                              aspect_ratio="1:1", status_message_id=3, poll_schedule=[[60.0, 5.0]], shape=4),
+              DeliverInput(job_id="j", chat_id=2, url="https://x/y.png", model="zimage", aspect_ratio="1:1",
+                           accepted={"message_id": 5, "level": "url", "owner": "o"}),
+              PollInput(job_id="j", task_id="t", tick=1, reason="callback",
+                        progress=StatusProgress(chat_id=2, message_id=3, lang="ru", model="zimage",
+                                                aspect_ratio="1:1", elapsed=12))]
+    payloads = converter.to_payloads(values)
+    before = converter.from_payloads(payloads, [type(v) for v in values])
+    cache_type_hints()
+    cache_type_hints()  # idempotent: one cache, not a cache of a cache
+    hints = _payload_converter.get_type_hints
+    assert hints.cached_per_class
+    original = typing.get_type_hints
+    start = hints.cache_info().misses
+    for _ in range(20):
+        assert converter.from_payloads(payloads, [type(v) for v in values]) == before == values
+    # At most one evaluation per class (fewer when an earlier test already decoded it).
+    assert hints.cache_info().misses - start <= 4
+    assert hints.cache_info().hits >= 20 * 4 - 4
+    assert hints(GenerationInput) == original(GenerationInput) and hints(GenerationInput) is not hints(GenerationInput)

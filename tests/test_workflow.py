@@ -50,15 +50,16 @@ async def test_delivery_shows_the_final_status_itself_and_finish_is_only_the_fal
     handle, _, chat_id = await stack.start_generation()
     assert (await finished(stack, handle, chat_id)).outcome == "done"
     assert status_text(stack, chat_id) == t("status.done", "ru")
-    assert activity_types(await handle.fetch_history()) == ["create_task (local)", "poll_task (local)", "deliver (local)"]
+    assert activity_types(await handle.fetch_history()) == ["create_task (local)", "poll_task (local)",
+                                                            "deliver (local)"]
 
     stack.tg.fail_next("editMessageText", 502, "Bad Gateway")  # the delivery's own status edit
     handle, job_id, chat_id = await stack.start_generation(prompt="a second fox")
     assert (await finished(stack, handle, chat_id)).outcome == "done"
     assert len(stack.photos_for(chat_id)) == 1
     assert status_text(stack, chat_id) == t("status.done", "ru")
-    assert activity_types(await handle.fetch_history()) == ["create_task (local)", "poll_task (local)", "deliver (local)",
-                                                            "finish"]
+    assert activity_types(await handle.fetch_history()) == ["create_task (local)", "poll_task (local)",
+                                                            "deliver (local)", "finish"]
     assert (await stack.repo.get(job_id))["delivered_at"] is not None
 
 
