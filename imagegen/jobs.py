@@ -126,38 +126,26 @@ class JobRepository:
         created in the last 60 s. A job id that already exists is returned as "exists" without
         checking limits (a double press is one request). Same row as create_job would insert.
         """
-        async with self.pool.acquire() as conn:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2::text))", _USER_LIMIT_LOCK, str(user_id))
-                existing = await conn.fetchrow(_SELECT_JOB, job_id)
-                if existing is not None:
-                    return Admission("exists", dict(existing))
-                counts = await conn.fetchrow(
-                    """
-                    SELECT count(*) FILTER (WHERE state = ANY($2::text[]) AND delivered_at IS NULL
-                                              AND created_at > now() - make_interval(secs => $3)) AS active,
-                           coalesce(array_agg(extract(epoch FROM created_at + interval '60 seconds' - now())
-                                              ORDER BY created_at)
-                                    FILTER (WHERE created_at > now() - interval '60 seconds'), '{}') AS waits
-                      FROM generation_jobs
-                     WHERE user_id = $1 AND created_at > now() - make_interval(secs => greatest($3, 60))
-                    """,
-                    user_id, list(ACTIVE_STATES), float(active_window_seconds),
-                )
-                active, waits = int(counts["active"]), [float(w) for w in counts["waits"]]
-                if len(waits) >= max_per_minute:
-                    # The request fits once enough of the oldest ones have left the 60 s window.
-                    wait = waits[len(waits) - max_per_minute] if max_per_minute > 0 else 60.0
-                    return Admission("too_many_recent", active=active, recent=len(waits), retry_after=max(wait, 0.0))
-                if active >= max_active:
-                    return Admission("too_many_active", active=active, recent=len(waits))
-                row = await conn.fetchrow(
-                    _INSERT_JOB, job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
-                    json.dumps(options or {}), json.dumps(input_files or []), lang,
-                )
-                if row is None:  # inserted meanwhile by create_job (only outside the user lock)
-                    return Admission("exists", dict(await conn.fetchrow(_SELECT_JOB, job_id)))
-                return Admission("created", dict(row), active=active + 1, recent=len(waits) + 1)
+        # One round trip (migration 010, the function admit_job): the user's advisory lock, the
+        # existing job, the user's counts and the insert, in this order, in one transaction.
+        row = await self.pool.fetchrow(
+            "SELECT outcome, active, waits, job FROM admit_job($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+            " $13, $14, $15::jsonb, $16::jsonb, $17)",
+            _USER_LIMIT_LOCK, str(user_id), user_id, list(ACTIVE_STATES), float(active_window_seconds), max_active,
+            max_per_minute, job_id, workflow_id, chat_id, model, prompt, aspect_ratio, status_message_id,
+            json.dumps(options or {}), json.dumps(input_files or []), lang,
+        )
+        outcome, job = row["outcome"], dict(row["job"]) if row["job"] is not None else None
+        if outcome == "exists":
+            return Admission("exists", job)
+        active, waits = int(row["active"]), [float(w) for w in row["waits"]]
+        if outcome == "too_many_recent":
+            # The request fits once enough of the oldest ones have left the 60 s window.
+            wait = waits[len(waits) - max_per_minute] if max_per_minute > 0 else 60.0
+            return Admission("too_many_recent", active=active, recent=len(waits), retry_after=max(wait, 0.0))
+        if outcome == "too_many_active":
+            return Admission("too_many_active", active=active, recent=len(waits))
+        return Admission("created", job, active=active + 1, recent=len(waits) + 1)
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
         row = await self.pool.fetchrow(_SELECT_JOB, job_id)
