@@ -31,6 +31,15 @@ _INSERT_JOB = f"""
     ON CONFLICT (id) DO NOTHING
     RETURNING {_COLUMNS}
 """
+# The same insert, or the row inserted before, in one round trip (create_job: the bot has nearly always
+# inserted the row already). A row inserted by a transaction that committed after this statement began
+# is in conflict but not in its snapshot: then no row, and the caller reads it with _SELECT_JOB.
+_INSERT_OR_SELECT_JOB = f"""
+    WITH inserted AS ({_INSERT_JOB})
+    SELECT * FROM inserted
+    UNION ALL
+    SELECT {_COLUMNS} FROM generation_jobs WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM inserted)
+"""
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,7 @@ class JobRepository:
     ) -> dict[str, Any]:
         """Insert the job, or return the existing row when it was inserted before (idempotent)."""
         row = await self.pool.fetchrow(
-            _INSERT_JOB, job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
+            _INSERT_OR_SELECT_JOB, job_id, workflow_id, user_id, chat_id, model, prompt, aspect_ratio, status_message_id,
             json.dumps(options or {}), json.dumps(input_files or []), lang,
         )
         if row is None:
