@@ -88,9 +88,12 @@ async def test_the_cli_finds_a_waiting_generation(stack, temporal_env):
     """`temporal workflow list --query …` as the README tells operators, on a generation left waiting."""
     stack.kie.delay = 120
     stack.kie.lose_callback = True
-    stack.poll_schedule = [(120.0, 30.0)]
+    # GenerationState=waiting once the schedule's first segment (here 1 s) has passed without a result.
+    stack.poll_schedule = [(1.0, 0.5), (120.0, 30.0)]
     handle, _job, chat_id = await stack.start_generation()
     await wait_state(stack.client, handle.id, "waiting")
+    task_id = (await handle.query("status"))["task_id"]
+    assert await ids_for(stack.client, f'KieTaskId="{task_id}"') == [handle.id]
     address = temporal_env.client.service_client.config.target_host
 
     def cli_list(query: str) -> str:
@@ -161,7 +164,7 @@ async def assert_cancelled_cleanly(s, handle, job_id, chat_id) -> None:
 async def test_cancel_while_waiting(cstack):
     cstack.kie.delay = 60
     cstack.kie.lose_callback = True
-    cstack.poll_schedule = [(60.0, 30.0)]
+    cstack.poll_schedule = [(1.0, 0.5), (60.0, 30.0)]
     handle, job_id, chat_id = await cstack.start_generation()
     await wait_state(cstack.client, handle.id, "waiting")
     await handle.cancel()

@@ -166,6 +166,9 @@ class GenerationWorkflow:
         self._uploads: list[UploadedImage] = []  # an edit's pictures on Kie's file host (EDIT_INPUTS_PATCH)
         self._price = 0
         self._credits = ""  # the ledger state of this generation's price (CREDITS_PATCH): reserved / captured / released
+        # GenerationState=waiting and KieTaskId upserted (LOCAL_DELIVERY_SHAPE: only once the generation has
+        # waited through the schedule's first segment; otherwise the final upsert carries the task id).
+        self._waiting_shown = True
 
     @workflow.signal
     def kie_callback(self, signal: CallbackSignal) -> None:
@@ -313,9 +316,15 @@ class GenerationWorkflow:
             return await self._finish(inp, "failed" if rejected else "error", _failure_message(err))
 
         # Wait for the callback or the next poll, whichever comes first.
-        self._move_to("waiting", visibility.KIE_TASK_ID.value_set(self._task_id))
+        # LOCAL_DELIVERY_SHAPE: the upsert waits for the end of the schedule's first (fastest) segment, 30 s
+        # by default: most generations are done before, and their final upsert carries the task id (one
+        # upsert a generation fewer: a visibility write each, docs/performance.md); one still waiting
+        # then is what an operator looks for as GenerationState=waiting.
+        self._waiting_shown = inp.shape < LOCAL_DELIVERY_SHAPE
+        self._move_to("waiting", visibility.KIE_TASK_ID.value_set(self._task_id), upsert=self._waiting_shown)
         started = workflow.now()
         max_wait = float(inp.poll_schedule[-1][0])
+        waiting_visible_after = float(inp.poll_schedule[0][0])
         seen = 0
         errors_in_row = 0  # recordInfo failures in a row: the polling interval doubles with each (max ×16)
         urls: list[str] = []
@@ -324,6 +333,9 @@ class GenerationWorkflow:
             elapsed = (workflow.now() - started).total_seconds()
             if elapsed >= max_wait:
                 return await self._finish(inp, "timeout", f"no result after {int(max_wait)} s")
+            if not self._waiting_shown and elapsed >= waiting_visible_after:
+                self._waiting_shown = True
+                self._move_to("waiting", visibility.KIE_TASK_ID.value_set(self._task_id))
             backoff = 2 ** min(errors_in_row, 4)
             wait = min(poll_interval(inp.poll_schedule, elapsed) * backoff, max_wait - elapsed)
             self._next_poll_at = (workflow.now() + timedelta(seconds=wait)).strftime("%H:%M:%S UTC")
@@ -579,6 +591,9 @@ class GenerationWorkflow:
             await self._credit_step(GenerationActivities.credits_settle, inp, "capture" if outcome == "done" else "release",
                                     outcome=outcome)
         extra = [visibility.DELIVERY_LEVEL.value_set(delivery_level)] if delivery_level else []
+        if not self._waiting_shown and self._task_id:  # ended before the waiting upsert: its task id now
+            extra.append(visibility.KIE_TASK_ID.value_set(self._task_id))
+            self._waiting_shown = True
         self._move_to(outcome, *extra)
         if self._visible:
             meter = workflow.metric_meter()
