@@ -526,12 +526,15 @@ class GenerationActivities:
         status (recording is idempotent). A cancel that came meanwhile: recorded here, however long."""
         record = asyncio.ensure_future(self._record(inp, accepted, deadline))
         done, _ = await asyncio.wait({record}, timeout=MEMO_AFTER_SECONDS)
-        if not done and not activity.is_cancelled():
-            record.cancel()
-            log_event(inp.job_id, "DELIVER_HANDED_OVER", message_id=accepted["message_id"], reason="recording is slow")
-            raise ApplicationError("Telegram accepted the picture; recording it is left to the delivery activity",
-                                   dict(accepted), type="DeliveryAccepted", category=BENIGN)
-        return await self._show(inp, await record, accepted, deadline)
+        if done and record.exception() is None:
+            return await self._show(inp, record.result(), accepted, deadline)
+        if not done and activity.is_cancelled():
+            return await self._show(inp, await record, accepted, deadline)
+        record.cancel()  # slow, or failed (the attempt's budget ran out): never a failure without the memo
+        log_event(inp.job_id, "DELIVER_HANDED_OVER", message_id=accepted["message_id"],
+                  reason="recording is slow" if not done else "recording failed")
+        raise ApplicationError("Telegram accepted the picture; recording it is left to the delivery activity",
+                               dict(accepted), type="DeliveryAccepted", category=BENIGN)
 
     async def _record_and_show(self, inp: DeliverInput, accepted: dict, deadline: float) -> DeliverResult:
         return await self._show(inp, await self._record(inp, accepted, deadline), accepted, deadline)

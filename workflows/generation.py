@@ -3,6 +3,8 @@
 [an edit: upload its pictures to Kie's file host (activity)] → create task (activity) → wait for the ``kie_callback`` signal, with a polling timer as fallback →
 on each wake-up, ask Kie's recordInfo (activity; the callback itself is only a wake-up) →
 on success, deliver (activity, under the Postgres lock) → final status message (activity).
+Issue 18's shapes (GenerationInput.shape) run createTask, recordInfo and the first delivery attempt as
+local activities of the workflow tasks that need them, and the activities only for what those cannot do.
 
 Deterministic: no I/O here, time comes from ``workflow.now()``, timers from ``wait_condition``.
 """
