@@ -25,6 +25,7 @@ from imagegen.contracts import (
     DeliverInput,
     DeliverResult,
     FinishInput,
+    OutcomeInput,
     PollInput,
     PollResult,
     QueueStatusInput,
@@ -483,11 +484,21 @@ class GenerationActivities:
                 send.cancel()
 
     @activity.defn(name="delivery_outcome")
-    async def delivery_outcome(self, job_id: str) -> DeliverResult | None:
+    async def delivery_outcome(self, inp: OutcomeInput) -> DeliverResult | None:
         """For a cancelled generation whose delivery ran as a local activity: what Postgres says was
-        delivered (the message Telegram accepted), or None when nothing was. While an attempt holds
-        the job's lock (sending, or recording what Telegram accepted), it waits for that attempt, at most
-        one lease (a holder that died without recording: None, as nothing is known to be in the chat)."""
+        delivered (the message Telegram accepted), or None when nothing was. A memo the workflow holds
+        (the local attempt handed an accepted picture over, and the cancel stopped the activity before
+        it recorded it) is recorded first. While an attempt holds the job's lock (sending, or recording
+        what Telegram accepted), it waits for that attempt, at most one lease (a holder that died
+        without recording: None, as nothing is known to be in the chat)."""
+        job_id = inp.job_id
+        accepted = _memo([inp.accepted], "message_id", int)
+        if accepted is not None:
+            deadline = budget.attempt_deadline()
+            held = await self._retry_db(job_id, "mark_delivered", lambda: self.repo.mark_delivered(
+                job_id, accepted["owner"], message_id=accepted["message_id"], level=accepted["level"]),
+                deadline, accepted)
+            log_event(job_id, "MARK_DELIVERED", message_id=accepted["message_id"], lock_held=held)
         loop = asyncio.get_running_loop()
         until = loop.time() + self.settings.delivery_lease_seconds + 1.0
         while True:
@@ -529,7 +540,10 @@ class GenerationActivities:
         if done and record.exception() is None:
             return await self._show(inp, record.result(), accepted, deadline)
         if not done and activity.is_cancelled():
-            return await self._show(inp, await record, accepted, deadline)
+            try:
+                return await self._show(inp, await record, accepted, deadline)
+            except ApplicationError:  # recording failed for the whole attempt: hand the memo over below
+                done = True
         record.cancel()  # slow, or failed (the attempt's budget ran out): never a failure without the memo
         log_event(inp.job_id, "DELIVER_HANDED_OVER", message_id=accepted["message_id"],
                   reason="recording is slow" if not done else "recording failed")

@@ -196,6 +196,16 @@ class DeliverInput:
 
 
 @dataclass
+class OutcomeInput:
+    """A cancelled LOCAL_DELIVERY_SHAPE generation asks Postgres what was delivered (delivery_outcome);
+    `accepted`: the memo of a picture Telegram accepted that the workflow holds (handed over by the
+    local attempt), recorded first."""
+
+    job_id: str
+    accepted: dict | None = None
+
+
+@dataclass
 class DeliverResult:
     outcome: str  # "delivered" | "skipped" (someone else delivered it)
     level: str = ""  # "url" | "bytes" | "text"

@@ -51,7 +51,7 @@ class LockResult:
     """
 
     outcome: str
-    job: dict[str, Any] | None = None
+    job: dict[str, Any] | None = None  # the job row as JSON (migration 010): created or found
     lease_left: float = 0.0  # "busy": seconds until the holder's lease runs out unless it renews it
 
 
@@ -66,7 +66,7 @@ class Admission:
     """
 
     outcome: str
-    job: dict[str, Any] | None = None
+    job: dict[str, Any] | None = None  # the job row as JSON (migration 010): created or found
     active: int = 0
     recent: int = 0
     retry_after: float = 0.0
@@ -144,7 +144,7 @@ class JobRepository:
             max_per_minute, job_id, workflow_id, chat_id, model, prompt, aspect_ratio, status_message_id,
             json.dumps(options or {}), json.dumps(input_files or []), lang,
         )
-        outcome, job = row["outcome"], dict(row["job"]) if row["job"] is not None else None
+        outcome, job = row["outcome"], json.loads(row["job"]) if row["job"] is not None else None
         if outcome == "exists":
             return Admission("exists", job)
         active, waits = int(row["active"]), [float(w) for w in row["waits"]]

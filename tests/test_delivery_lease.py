@@ -236,3 +236,64 @@ async def test_a_local_delivery_whose_record_is_slow_hands_the_accepted_picture_
         assert s.tg.messages(chat_id)[0]["text"] == t("status.done", "ru")
     finally:
         await s.stop()
+
+
+async def test_a_cancel_after_the_hand_over_records_the_picture_and_ends_done(temporal_env, pg_dsn, pool,
+                                                                             monkeypatch):
+    """LOCAL_DELIVERY_SHAPE: the local attempt handed an accepted picture over (its record was slow),
+    and the cancel comes before the delivery activity started (here: its queue has no worker), so
+    nothing recorded it. The cancelled workflow records the memo it holds (delivery_outcome) and ends
+    done with the one picture: never "cancelled" with a picture in the chat."""
+    from temporalio.worker import Worker
+
+    from activities import generation as acts
+    from imagegen import ratelimits
+    from tests.support.histories import activity_types
+
+    s = await make_stack(temporal_env, pg_dsn, pool)
+    telegram_queue = ratelimits.queue_name(s.task_queue, ratelimits.TELEGRAM)
+    (stopped,) = [w for w in s.workers if w.task_queue == telegram_queue]
+    s.workers.remove(stopped)
+    await stopped.shutdown()
+    late = None
+    try:
+        real, calls = s.repo.mark_delivered, []
+
+        async def slow_first(*args, **kwargs):
+            calls.append(time.monotonic())
+            if len(calls) == 1:
+                await asyncio.sleep(acts.MEMO_AFTER_SECONDS + 5)  # stopped by the hand-over long before
+            return await real(*args, **kwargs)
+
+        monkeypatch.setattr(s.repo, "mark_delivered", slow_first)
+        # No Telegram kind among the direct ones: the handed-over activity goes to the Telegram queue.
+        handle, job_id, chat_id = await s.start_generation(direct_kinds=[])
+
+        async def handed_over() -> bool:
+            return "deliver" in activity_types(await handle.fetch_history(), local=False)
+
+        deadline = time.monotonic() + 30
+        while not await handed_over():
+            assert time.monotonic() < deadline, "the local attempt never handed over"
+            await asyncio.sleep(0.2)
+        assert (await s.repo.get(job_id))["delivered_at"] is None  # nobody recorded it yet
+        await handle.cancel()
+        while "delivery_outcome" not in activity_types(await handle.fetch_history(), local=False):
+            assert time.monotonic() < deadline + 30, "the cancelled workflow never asked Postgres"
+            await asyncio.sleep(0.2)
+        # The final status goes through the Telegram queue: a worker for it again.
+        late = Worker(s.client, task_queue=telegram_queue, activities=s.activities.for_queue(ratelimits.TELEGRAM))
+        running = asyncio.create_task(late.run())
+        result = await asyncio.wait_for(handle.result(), 40)
+        assert result.outcome == "done"
+        (photo,) = s.photos_for(chat_id)
+        assert len(s.tg.calls_of("sendPhoto")) == 1
+        row = await s.repo.get(job_id)
+        assert row["delivered_message_id"] == photo.message_id and row["delivering_at"] is None
+        assert s.tg.messages(chat_id)[0]["text"] == t("status.done", "ru")
+        assert (await handle.describe()).status.name == "COMPLETED"
+    finally:
+        if late is not None:
+            await late.shutdown()
+            await running
+        await s.stop()

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         LEAN_SHAPE,
         LOCAL_CREATE_SHAPE,
         LOCAL_DELIVERY_SHAPE,
+        OutcomeInput,
         PollInput,
         QueueStatusInput,
         StatusProgress,
@@ -171,6 +172,7 @@ class GenerationWorkflow:
         # GenerationState=waiting and KieTaskId upserted (LOCAL_DELIVERY_SHAPE: only once the generation has
         # waited through the schedule's first segment; otherwise the final upsert carries the task id).
         self._waiting_shown = True
+        self._accepted: dict | None = None  # a picture Telegram accepted, handed over by the local attempt
 
     @workflow.signal
     def kie_callback(self, signal: CallbackSignal) -> None:
@@ -265,9 +267,11 @@ class GenerationWorkflow:
                 raise
             delivered = self._delivered()
             if delivered is None and inp.shape >= LOCAL_DELIVERY_SHAPE and self._task_id:
-                # A local delivery's result is not in the history when the cancel came: cancelled while
-                # running (a local activity resolves at once), or its workflow task was discarded
-                # because the cancel arrived during it. Postgres knows whether Telegram accepted it.
+                # A local delivery's result is in the history only once its workflow task completes: a
+                # cancel that arrives during that task makes the server refuse a completion that would
+                # close the workflow, and the rerun meets the cancel before any delivery. And a picture
+                # the local attempt handed over (self._accepted) is not recorded when the cancel stops
+                # the activity before it starts. Postgres knows what Telegram accepted.
                 delivered = await self._delivery_outcome(inp)
             if delivered is not None:
                 # The cancel came when the delivery had already completed (both in one workflow task):
@@ -436,6 +440,7 @@ class GenerationWorkflow:
                 raise
             memo = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else None
             accepted = memo if isinstance(memo, dict) and isinstance(memo.get("message_id"), int) else None
+            self._accepted = accepted  # a cancel before the activity records it: delivery_outcome does
             self._last_error = f"deliver: {_failure_message(err)}"
             self._delivery = None
             # Telegram's retry_after (429), or the lock holder's lease: the activity starts after it, as
@@ -506,7 +511,8 @@ class GenerationWorkflow:
     async def _delivery_outcome(self, inp: GenerationInput) -> DeliverResult | None:
         """The job's delivery as Postgres has it, once no attempt holds its lock (activities/generation.py)."""
         return await workflow.execute_activity_method(
-            GenerationActivities.delivery_outcome, inp.job_id, task_queue=workflow.info().task_queue,
+            GenerationActivities.delivery_outcome, OutcomeInput(job_id=inp.job_id, accepted=self._accepted),
+            task_queue=workflow.info().task_queue,
             start_to_close_timeout=OUTCOME_START_TO_CLOSE, heartbeat_timeout=DELIVER_HEARTBEAT,
             retry_policy=OUTCOME_RETRY, summary="delivered before the cancel?")
 
