@@ -202,27 +202,35 @@ async def test_a_prompt_delivery_heartbeats_nothing_and_a_slow_record_heartbeats
         await s.stop()
 
 
+def _slow_first_record(s, monkeypatch) -> list[float]:
+    """The job's first mark_delivered takes far longer than MEMO_AFTER_SECONDS (the local attempt hands
+    over long before it ends); the later ones are real. Returns the list of the calls' times."""
+    from activities import generation as acts
+
+    real, calls = s.repo.mark_delivered, []
+
+    async def slow_first(*args, **kwargs):
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            await asyncio.sleep(acts.MEMO_AFTER_SECONDS + 5)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(s.repo, "mark_delivered", slow_first)
+    return calls
+
+
 async def test_a_local_delivery_whose_record_is_slow_hands_the_accepted_picture_to_the_activity(
         temporal_env, pg_dsn, pool, monkeypatch, caplog):
     """LOCAL_DELIVERY_SHAPE: the local attempt has no heartbeat to keep Telegram's accept in. When
     recording it does not commit within MEMO_AFTER_SECONDS, the attempt stops the write and hands the
     memo back through the workflow; the delivery activity only records it: one picture, recorded with
     its message id, and the final status shown."""
-    from activities import generation as acts
     from tests.support.histories import activity_types
 
     caplog.set_level(logging.INFO, logger="imagegen")
     s = await make_stack(temporal_env, pg_dsn, pool)
     try:
-        real, calls = s.repo.mark_delivered, []
-
-        async def slow_first(*args, **kwargs):
-            calls.append(time.monotonic())
-            if len(calls) == 1:
-                await asyncio.sleep(acts.MEMO_AFTER_SECONDS + 5)  # stopped by the hand-over long before
-            return await real(*args, **kwargs)
-
-        monkeypatch.setattr(s.repo, "mark_delivered", slow_first)
+        calls = _slow_first_record(s, monkeypatch)
         handle, job_id, chat_id = await s.start_generation()
         assert (await asyncio.wait_for(handle.result(), 40)).outcome == "done"
         (photo,) = s.photos_for(chat_id)
@@ -246,7 +254,6 @@ async def test_a_cancel_after_the_hand_over_records_the_picture_and_ends_done(te
     done with the one picture: never "cancelled" with a picture in the chat."""
     from temporalio.worker import Worker
 
-    from activities import generation as acts
     from imagegen import ratelimits
     from tests.support.histories import activity_types
 
@@ -257,15 +264,7 @@ async def test_a_cancel_after_the_hand_over_records_the_picture_and_ends_done(te
     await stopped.shutdown()
     late = None
     try:
-        real, calls = s.repo.mark_delivered, []
-
-        async def slow_first(*args, **kwargs):
-            calls.append(time.monotonic())
-            if len(calls) == 1:
-                await asyncio.sleep(acts.MEMO_AFTER_SECONDS + 5)  # stopped by the hand-over long before
-            return await real(*args, **kwargs)
-
-        monkeypatch.setattr(s.repo, "mark_delivered", slow_first)
+        _slow_first_record(s, monkeypatch)
         # No Telegram kind among the direct ones: the handed-over activity goes to the Telegram queue.
         handle, job_id, chat_id = await s.start_generation(direct_kinds=[])
 
