@@ -494,11 +494,7 @@ class GenerationActivities:
         job_id = inp.job_id
         accepted = _memo([inp.accepted], "message_id", int)
         if accepted is not None:
-            deadline = budget.attempt_deadline()
-            held = await self._retry_db(job_id, "mark_delivered", lambda: self.repo.mark_delivered(
-                job_id, accepted["owner"], message_id=accepted["message_id"], level=accepted["level"]),
-                deadline, accepted)
-            log_event(job_id, "MARK_DELIVERED", message_id=accepted["message_id"], lock_held=held)
+            await self._record(job_id, accepted, budget.attempt_deadline())
         loop = asyncio.get_running_loop()
         until = loop.time() + self.settings.delivery_lease_seconds + 1.0
         while True:
@@ -535,30 +531,28 @@ class GenerationActivities:
         activity heartbeats it), the write is stopped and the memo goes back to the workflow in the
         failure's details: the delivery activity the workflow starts next only records it and shows the
         status (recording is idempotent). A cancel that came meanwhile: recorded here, however long."""
-        record = asyncio.ensure_future(self._record(inp, accepted, deadline))
-        done, _ = await asyncio.wait({record}, timeout=MEMO_AFTER_SECONDS)
-        if done and record.exception() is None:
+        record = asyncio.ensure_future(self._record(inp.job_id, accepted, deadline))
+        await asyncio.wait({record}, timeout=MEMO_AFTER_SECONDS)
+        if not record.done() and activity.is_cancelled():
+            await asyncio.wait({record})  # a cancel came meanwhile: recorded here, however long
+        if record.done() and record.exception() is None:
             return await self._show(inp, record.result(), accepted, deadline)
-        if not done and activity.is_cancelled():
-            try:
-                return await self._show(inp, await record, accepted, deadline)
-            except ApplicationError:  # recording failed for the whole attempt: hand the memo over below
-                done = True
-        record.cancel()  # slow, or failed (the attempt's budget ran out): never a failure without the memo
+        slow = not record.done()  # else it failed: the attempt's budget ran out
+        record.cancel()  # never a failure without the memo
         log_event(inp.job_id, "DELIVER_HANDED_OVER", message_id=accepted["message_id"],
-                  reason="recording is slow" if not done else "recording failed")
+                  reason="recording is slow" if slow else "recording failed")
         raise ApplicationError("Telegram accepted the picture; recording it is left to the delivery activity",
                                dict(accepted), type="DeliveryAccepted", category=BENIGN)
 
     async def _record_and_show(self, inp: DeliverInput, accepted: dict, deadline: float) -> DeliverResult:
-        return await self._show(inp, await self._record(inp, accepted, deadline), accepted, deadline)
+        return await self._show(inp, await self._record(inp.job_id, accepted, deadline), accepted, deadline)
 
-    async def _record(self, inp: DeliverInput, accepted: dict, deadline: float) -> DeliverResult:
+    async def _record(self, job_id: str, accepted: dict, deadline: float) -> DeliverResult:
         """Telegram accepted `accepted`: record it (retried while Postgres is unreachable)."""
-        held = await self._retry_db(inp.job_id, "mark_delivered", lambda: self.repo.mark_delivered(
-            inp.job_id, accepted["owner"], message_id=accepted["message_id"], level=accepted["level"]),
+        held = await self._retry_db(job_id, "mark_delivered", lambda: self.repo.mark_delivered(
+            job_id, accepted["owner"], message_id=accepted["message_id"], level=accepted["level"]),
             deadline, accepted)
-        log_event(inp.job_id, "MARK_DELIVERED", message_id=accepted["message_id"], lock_held=held)
+        log_event(job_id, "MARK_DELIVERED", message_id=accepted["message_id"], lock_held=held)
         return DeliverResult("delivered", accepted["level"], accepted["message_id"])
 
     async def _show(self, inp: DeliverInput, result: DeliverResult, accepted: dict, deadline: float) -> DeliverResult:

@@ -51,7 +51,7 @@ class LockResult:
     """
 
     outcome: str
-    job: dict[str, Any] | None = None  # the job row as JSON (migration 010): created or found
+    job: dict[str, Any] | None = None
     lease_left: float = 0.0  # "busy": seconds until the holder's lease runs out unless it renews it
 
 

@@ -142,11 +142,36 @@ def _raise_if_cancelled(err: BaseException) -> None:
         raise err
 
 
+def _cause(err: BaseException) -> BaseException | None:
+    """What failed: an activity's failure is the ActivityError's cause; a local activity's own failure
+    comes unwrapped (temporalio 1.35), as the ApplicationError itself."""
+    return err.cause if isinstance(err, ActivityError) else err
+
+
+def _failure_type(err: BaseException) -> str:
+    """The ApplicationError type of the failure ("" when it is not one)."""
+    cause = _cause(err)
+    return (cause.type or "") if isinstance(cause, ApplicationError) else ""
+
+
+def _failure_memo(err: BaseException, key: str, kind: type) -> dict | None:
+    """The memo a local attempt put in its failure's details (the activity's heartbeat memo, handed
+    over through the workflow) when it carries `key` of `kind`."""
+    cause = _cause(err)
+    memo = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else None
+    return memo if isinstance(memo, dict) and isinstance(memo.get(key), kind) else None
+
+
 def _failure_message(err: BaseException) -> str:
-    cause = err.cause if isinstance(err, ActivityError) else err
+    cause = _cause(err)
     if isinstance(cause, ApplicationError):
         return cause.message
     return str(cause or err)
+
+
+def _deliver_summary(deliver: DeliverInput) -> str:
+    """The delivery's one line in the UI (the local attempt and the activity alike)."""
+    return "deliver (url → bytes → text)" + (" + status ✅" if deliver.show_done else "")
 
 
 @workflow.defn
@@ -317,8 +342,7 @@ class GenerationWorkflow:
             self._task_id = task_id
         except (ActivityError, ApplicationError) as err:
             _raise_if_cancelled(err)
-            cause = err.cause if isinstance(err, ActivityError) else err
-            rejected = isinstance(cause, ApplicationError) and cause.type == "KieRejected"
+            rejected = _failure_type(err) == "KieRejected"
             return await self._finish(inp, "failed" if rejected else "error", _failure_message(err))
 
         # Wait for the callback or the next poll, whichever comes first.
@@ -394,8 +418,7 @@ class GenerationWorkflow:
                 delivered = await self._deliver_queued(deliver)
         except (ActivityError, ApplicationError) as err:  # the local attempt's failure comes unwrapped
             _raise_if_cancelled(err)
-            cause = err.cause if isinstance(err, ActivityError) else err
-            permanent = isinstance(cause, ApplicationError) and cause.type == "PermanentDeliveryError"
+            permanent = _failure_type(err) == "PermanentDeliveryError"
             return await self._finish(inp, "undeliverable" if permanent else "error", _failure_message(err))
         if self._visible:
             metrics.observe("imagegen_callback_to_delivered_seconds", (workflow.now() - woke_at).total_seconds(),
@@ -415,7 +438,7 @@ class GenerationWorkflow:
             # Wait for the activity to confirm a cancel: only then is it known that nothing is
             # being sent (an attempt that Telegram already accepted completes as delivered).
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary="deliver (url → bytes → text)" + (" + status ✅" if deliver.show_done else ""),
+            summary=_deliver_summary(deliver),
         )
         return await self._delivery
 
@@ -429,22 +452,21 @@ class GenerationWorkflow:
             start_to_close_timeout=DELIVER_START_TO_CLOSE, retry_policy=LOCAL_DELIVER_RETRY,
             # As the activity: a cancel waits for the attempt, which completes when Telegram had accepted.
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary="deliver (url → bytes → text)" + (" + status ✅" if deliver.show_done else ""),
+            summary=_deliver_summary(deliver),
         )
         try:
             return await self._delivery, deliver
         except (ActivityError, ApplicationError) as err:  # a local activity's own failure comes unwrapped
             _raise_if_cancelled(err)
-            cause = err.cause if isinstance(err, ActivityError) else err
-            if isinstance(cause, ApplicationError) and cause.type == "PermanentDeliveryError":
+            if _failure_type(err) == "PermanentDeliveryError":
                 raise
-            memo = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else None
-            accepted = memo if isinstance(memo, dict) and isinstance(memo.get("message_id"), int) else None
+            accepted = _failure_memo(err, "message_id", int)
             self._accepted = accepted  # a cancel before the activity records it: delivery_outcome does
             self._last_error = f"deliver: {_failure_message(err)}"
             self._delivery = None
             # Telegram's retry_after (429), or the lock holder's lease: the activity starts after it, as
             # the activity's own retry would (a timer, only on this path).
+            cause = _cause(err)
             delay = cause.next_retry_delay if isinstance(cause, ApplicationError) else None
             if accepted is None and delay is not None and delay > timedelta(0):
                 await workflow.sleep(delay)
@@ -462,13 +484,11 @@ class GenerationWorkflow:
             return task_id, create
         except (ActivityError, ApplicationError) as err:  # a local activity's own failure comes unwrapped
             _raise_if_cancelled(err)
-            cause = err.cause if isinstance(err, ActivityError) else err
-            if isinstance(cause, ApplicationError) and cause.type in ("KieRejected", "KieUnusable"):
+            if _failure_type(err) in ("KieRejected", "KieUnusable"):
                 raise
-            memo = cause.details[0] if isinstance(cause, ApplicationError) and cause.details else None
-            known = memo.get("task_id") if isinstance(memo, dict) else None
+            memo = _failure_memo(err, "task_id", str)
             self._last_error = f"createTask: {_failure_message(err)}"
-            return "", dataclasses.replace(create, task_id=known if isinstance(known, str) else "")
+            return "", dataclasses.replace(create, task_id=memo["task_id"] if memo else "")
 
     async def _create_queued(self, inp: GenerationInput, create: CreateTaskInput) -> str:
         """createTask on its rate-limited queue, retried by time; the user is told "queued" when it has
@@ -564,7 +584,7 @@ class GenerationWorkflow:
             )
         except ActivityError as err:
             _raise_if_cancelled(err)
-            kind = err.cause.type if isinstance(err.cause, ApplicationError) else ""
+            kind = _failure_type(err)
             # A picture that cannot be used (too big, not a picture, gone) or refused by Kie: the user is
             # told why; Kie or Telegram unusable for now (after the retries): "unavailable".
             outcome = "failed" if kind in ("InputRejected", "KieRejected") else "error"
